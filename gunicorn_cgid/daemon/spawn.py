@@ -1,0 +1,133 @@
+"""Starting scripts, killing their process groups, dropping privileges.
+
+Runs in the daemon. A script is exec'd with no shell and no PATH search
+(Apache's ``APR_PROGRAM``), in a session of its own so that the whole tree it
+starts can be killed at once, with the worker's sockets as its stdio.
+``subprocess`` forks with ``vfork`` here (no ``preexec_fn``), so a spawn does
+not copy the daemon's address space.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import grp
+import os
+import pwd
+import signal
+import subprocess
+
+from gunicorn_cgid.wire import SpawnRequest
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+_libc = None
+
+
+def _prctl(option: int, value: int) -> bool:
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        return _libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def die_with_parent(sig: int) -> bool:
+    """Ask the kernel to send ``sig`` when our parent exits (Linux)."""
+    return _prctl(PR_SET_PDEATHSIG, sig)
+
+
+def become_subreaper() -> bool:
+    """Adopt the orphans of our scripts, so that we reap them (Linux)."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def spawn_script(req: SpawnRequest, fds: list[int]) -> subprocess.Popen:
+    """Exec the script with ``fds`` as stdin, stdout and stderr.
+
+    Raises ``OSError`` with the exec's errno when the script cannot start
+    (missing interpreter, not executable, bad format, bad cwd).
+    """
+    env: dict[bytes, bytes] = {}
+    for item in req.env:
+        name, _, value = item.partition(b"=")
+        env[name] = value
+    proc = subprocess.Popen(
+        list(req.argv), executable=req.filename, cwd=req.cwd, env=env,
+        stdin=fds[0], stdout=fds[1], stderr=fds[2],
+        close_fds=True, start_new_session=True, restore_signals=True,
+    )
+    _apply_rlimits(proc.pid, req)
+    return proc
+
+
+def _apply_rlimits(pid: int, req: SpawnRequest) -> None:
+    # Applied right after exec with prlimit(2), because a preexec_fn would
+    # forbid vfork; a script gets at most a few instructions before it holds.
+    if req.rlimit_cpu < 0 and req.rlimit_mem < 0 and req.rlimit_nproc < 0:
+        return
+    import resource
+    for which, value in ((resource.RLIMIT_CPU, req.rlimit_cpu),
+                         (resource.RLIMIT_AS, req.rlimit_mem),
+                         (resource.RLIMIT_NPROC, req.rlimit_nproc)):
+        if value >= 0:
+            try:
+                resource.prlimit(pid, which, (value, value))
+            except (OSError, ValueError):
+                pass
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Signal every process of the group; False when none is left."""
+    try:
+        os.killpg(pgid, sig)
+        if sig == signal.SIGTERM:
+            os.killpg(pgid, signal.SIGCONT)  # a stopped process must see TERM
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def drop_privileges(uid: int, gid: int) -> None:
+    """setgroups, setgid, then setuid, as mod_unixd; no-op unless root.
+
+    gunicorn itself never calls setgroups for its workers, so root's
+    supplementary groups would survive; scripts get the user's own groups.
+    """
+    if os.geteuid() != 0 or uid == 0:
+        return
+    try:
+        name = pwd.getpwuid(uid).pw_name
+        os.initgroups(name, gid)
+    except (KeyError, OSError):
+        os.setgroups([gid])
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.geteuid() != uid or os.getegid() != gid:
+        raise OSError("could not drop privileges to uid %d gid %d" % (uid, gid))
+
+
+def describe_ids(uid: int, gid: int) -> str:
+    try:
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        user = str(uid)
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    return "%s:%s" % (user, group)

@@ -1,0 +1,439 @@
+"""gunicorn settings for gunicorn-cgid: one ``Setting`` class per key, with its docs.
+
+Imported in the master. Importing this module registers the classes in
+gunicorn's ``KNOWN_SETTINGS``; the ``gunicorn-cgid`` command imports it before
+gunicorn builds its ``Config``, so every key also works as a command-line flag
+and through ``GUNICORN_CMD_ARGS``. Under the stock ``gunicorn`` command the
+hooks inject the values from the config file instead (see ``inject``).
+Names follow Apache's directives (ScriptSock, ScriptLog, CGIDScriptTimeout...).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from types import ModuleType
+from typing import Any
+
+from gunicorn.config import Config, Setting
+
+SECTION = "CGI"
+
+
+def _positive_number(val: Any) -> float:
+    if isinstance(val, bool):
+        raise TypeError("expected a number of seconds, got %r" % (val,))
+    try:
+        num = float(val)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number of seconds, got %r" % (val,)) from None
+    if num < 0 or math.isnan(num) or math.isinf(num):
+        raise ValueError("expected a positive number of seconds, got %r" % (val,))
+    return num
+
+
+def _non_negative_int(val: Any) -> int:
+    if isinstance(val, bool):
+        raise TypeError("expected a whole number, got %r" % (val,))
+    try:
+        num = int(val, 0) if isinstance(val, str) else int(val)
+    except (TypeError, ValueError):
+        raise ValueError("expected a whole number, got %r" % (val,)) from None
+    if num < 0 or (not isinstance(val, str) and num != val):
+        raise ValueError("expected a whole number >= 0, got %r" % (val,))
+    return num
+
+
+def _optional_int(val: Any) -> int | None:
+    if val is None or val == "":
+        return None
+    return _non_negative_int(val)
+
+
+def _bool(val: Any) -> bool:
+    if isinstance(val, bool):
+        return val
+    if isinstance(val, str) and val.strip().lower() in ("true", "on", "yes", "1"):
+        return True
+    if isinstance(val, str) and val.strip().lower() in ("false", "off", "no", "0"):
+        return False
+    raise ValueError("expected True or False, got %r" % (val,))
+
+
+def _path(val: Any) -> str:
+    if not isinstance(val, str) or not val or "\0" in val:
+        raise ValueError("expected a path, got %r" % (val,))
+    return val
+
+
+def _optional_path(val: Any) -> str | None:
+    return None if val is None or val == "" else _path(val)
+
+
+def _pairs(val: Any, what: str) -> dict[str, str]:
+    """Accept a dict, or ``K=V`` strings (comma separated, or a list) from the command line."""
+    if isinstance(val, dict):
+        items = list(val.items())
+    else:
+        if isinstance(val, str):
+            val = [part for part in val.split(",") if part.strip()]
+        if not isinstance(val, (list, tuple)):
+            raise TypeError("expected a dict of %s, got %r" % (what, val))
+        items = []
+        for entry in val:
+            if not isinstance(entry, str) or "=" not in entry:
+                raise ValueError("expected KEY=VALUE, got %r" % (entry,))
+            items.append(tuple(part.strip() for part in entry.split("=", 1)))
+    out: dict[str, str] = {}
+    for key, value in items:
+        if not isinstance(key, str) or not isinstance(value, str) or not key:
+            raise ValueError("expected %s as strings, got %r: %r" % (what, key, value))
+        if "\0" in key or "\0" in value:
+            raise ValueError("NUL byte in %r" % (key,))
+        out[key] = value
+    return out
+
+
+def _script_alias(val: Any) -> dict[str, str]:
+    aliases = _pairs(val, "URL prefix to directory or file")
+    for prefix in aliases:
+        if not prefix.startswith("/"):
+            raise ValueError("URL prefix %r must start with '/'" % (prefix,))
+    return aliases
+
+
+def _env(val: Any) -> dict[str, str]:
+    env = _pairs(val, "variable names to values")
+    for name in env:
+        if "=" in name:
+            raise ValueError("variable name %r contains '='" % (name,))
+    return env
+
+
+def _names(val: Any) -> list[str]:
+    if isinstance(val, str):
+        val = [part.strip() for part in val.split(",") if part.strip()]
+    if not isinstance(val, (list, tuple)) or not all(isinstance(v, str) and v for v in val):
+        raise TypeError("expected a list of names, got %r" % (val,))
+    return list(val)
+
+
+def _extensions(val: Any) -> list[str]:
+    exts = _names(val)
+    for ext in exts:
+        if not ext.startswith("."):
+            raise ValueError("extension %r must start with '.'" % (ext,))
+    return exts
+
+
+class CGISetting:
+    """Mixin marking our settings; not a ``Setting`` itself, so it is not registered."""
+    section = SECTION
+
+
+class ScriptSock(CGISetting, Setting):
+    name = "script_sock"
+    cli = ["--script-sock"]
+    meta = "PATH"
+    validator = _path
+    default = "logs/cgisock"
+    desc = """\
+        Path of the CGI daemon's Unix socket (Apache's ScriptSock).
+
+        Relative to gunicorn's ``chdir``. The master's pid is appended
+        (``logs/cgisock.1234``) so that two masters during a ``USR2`` upgrade
+        never share a socket. The directory is created if missing and must not
+        be writable by other users.
+        """
+
+
+class ScriptLog(CGISetting, Setting):
+    name = "script_log"
+    cli = ["--script-log"]
+    meta = "PATH"
+    validator = _optional_path
+    default = None
+    desc = """\
+        File for the CGI error log (Apache's ScriptLog); off when unset.
+
+        Relative to gunicorn's ``chdir``; ``-`` writes the records to the
+        master's stderr. Records are written only for failed CGI requests.
+        """
+
+
+class ScriptLogBuffer(CGISetting, Setting):
+    name = "script_log_buffer"
+    cli = ["--script-log-buffer"]
+    meta = "BYTES"
+    validator = _non_negative_int
+    default = 1024
+    desc = """\
+        How many bytes of a PUT or POST body ScriptLog records (Apache's ScriptLogBuffer).
+        """
+
+
+class ScriptLogLength(CGISetting, Setting):
+    name = "script_log_length"
+    cli = ["--script-log-length"]
+    meta = "BYTES"
+    validator = _non_negative_int
+    default = 10385760
+    desc = """\
+        Size past which ScriptLog is no longer written (Apache's ScriptLogLength).
+        """
+
+
+class ScriptAlias(CGISetting, Setting):
+    name = "script_alias"
+    cli = ["--script-alias"]
+    meta = "PREFIX=PATH[,PREFIX=PATH]"
+    validator = _script_alias
+    default = {"/cgi-bin/": "cgi-bin/"}
+    desc = """\
+        URL prefixes mapped to CGI directories or single scripts (Apache's ScriptAlias).
+
+        A dict ``{"/cgi-bin/": "cgi-bin/"}``; paths are relative to gunicorn's
+        ``chdir``. The longest matching prefix wins. A directory makes every
+        file under it a script; a file makes the rest of the URL its PATH_INFO.
+        """
+
+
+class CGIDocumentRoot(CGISetting, Setting):
+    name = "cgi_document_root"
+    cli = ["--cgi-document-root"]
+    meta = "PATH"
+    validator = _optional_path
+    default = None
+    desc = """\
+        Document root whose files named by ``cgi_extensions`` run as CGI.
+
+        Apache's ``AddHandler cgi-script .cgi`` with ``Options +ExecCGI``.
+        Also the DOCUMENT_ROOT scripts see. Unset: no handler-style mapping and
+        DOCUMENT_ROOT is gunicorn's ``chdir``.
+        """
+
+
+class CGIExtensions(CGISetting, Setting):
+    name = "cgi_extensions"
+    cli = ["--cgi-extensions"]
+    meta = "EXT[,EXT]"
+    validator = _extensions
+    default = [".cgi"]
+    desc = """\
+        File extensions that run as CGI under ``cgi_document_root``.
+        """
+
+
+class CGIAcceptPathInfo(CGISetting, Setting):
+    name = "cgi_accept_path_info"
+    cli = ["--cgi-accept-path-info"]
+    meta = "BOOL"
+    validator = _bool
+    default = True
+    desc = """\
+        Accept extra path after the script name as PATH_INFO (Apache's AcceptPathInfo).
+
+        Off: a URL with extra path is answered 404.
+        """
+
+
+class CGIFollowSymlinks(CGISetting, Setting):
+    name = "cgi_follow_symlinks"
+    cli = ["--cgi-follow-symlinks"]
+    meta = "BOOL"
+    validator = _bool
+    default = False
+    desc = """\
+        Run scripts whose symlinks lead outside the mapped directory.
+
+        Off: a symlink is followed only when its target stays inside the tree.
+        """
+
+
+class CGITimeout(CGISetting, Setting):
+    name = "cgi_timeout"
+    cli = ["--cgi-timeout"]
+    meta = "SECONDS"
+    validator = _positive_number
+    default = 60
+    desc = """\
+        Idle timeout for a CGI script (Apache's CGIDScriptTimeout).
+
+        When the script neither reads its input nor writes output for this
+        long it is killed: 504 before its headers, a cut response after.
+        """
+
+
+class CGIMaxRuntime(CGISetting, Setting):
+    name = "cgi_max_runtime"
+    cli = ["--cgi-max-runtime"]
+    meta = "SECONDS"
+    validator = _positive_number
+    default = 0
+    desc = """\
+        Total run time allowed to a CGI script; 0 for no limit (Apache has none).
+        """
+
+
+class CGIKillGrace(CGISetting, Setting):
+    name = "cgi_kill_grace"
+    cli = ["--cgi-kill-grace"]
+    meta = "SECONDS"
+    validator = _positive_number
+    default = 3
+    desc = """\
+        Seconds between SIGTERM and SIGKILL when a script's process group is killed.
+        """
+
+
+class CGIMaxScripts(CGISetting, Setting):
+    name = "cgi_max_scripts"
+    cli = ["--cgi-max-scripts"]
+    meta = "INT"
+    validator = _non_negative_int
+    default = 0
+    desc = """\
+        How many CGI scripts may run at once; 0 for no limit.
+
+        Past it, requests wait up to ``cgi_queue_timeout`` for a slot, then
+        get 503 with ``Retry-After``.
+        """
+
+
+class CGIQueueTimeout(CGISetting, Setting):
+    name = "cgi_queue_timeout"
+    cli = ["--cgi-queue-timeout"]
+    meta = "SECONDS"
+    validator = _positive_number
+    default = 10
+    desc = """\
+        How long a request waits for a free slot under ``cgi_max_scripts``.
+        """
+
+
+class CGIEnv(CGISetting, Setting):
+    name = "cgi_env"
+    cli = ["--cgi-env"]
+    meta = "NAME=VALUE[,NAME=VALUE]"
+    validator = _env
+    default = {}
+    desc = """\
+        Fixed variables added to every script's environment (Apache's SetEnv).
+        """
+
+
+class CGIPassEnv(CGISetting, Setting):
+    name = "cgi_pass_env"
+    cli = ["--cgi-pass-env"]
+    meta = "NAME[,NAME]"
+    validator = _names
+    default = []
+    desc = """\
+        Variables of gunicorn's own environment passed to scripts (Apache's PassEnv).
+
+        Nothing else of gunicorn's environment reaches a script.
+        """
+
+
+class CGIPath(CGISetting, Setting):
+    name = "cgi_path"
+    cli = ["--cgi-path"]
+    meta = "PATH"
+    validator = _path
+    default = "/usr/local/bin:/usr/bin:/bin"
+    desc = """\
+        The PATH scripts see (``cgi_env`` may also set it).
+        """
+
+
+class CGIPassAuth(CGISetting, Setting):
+    name = "cgi_pass_auth"
+    cli = ["--cgi-pass-auth"]
+    meta = "BOOL"
+    validator = _bool
+    default = False
+    desc = """\
+        Export Authorization and Proxy-Authorization to scripts (Apache's CGIPassAuth).
+        """
+
+
+class CGIRlimitCPU(CGISetting, Setting):
+    name = "cgi_rlimit_cpu"
+    cli = ["--cgi-rlimit-cpu"]
+    meta = "SECONDS"
+    validator = _optional_int
+    default = None
+    desc = """\
+        CPU seconds a script may use (Apache's RLimitCPU); unset for no limit.
+        """
+
+
+class CGIRlimitMem(CGISetting, Setting):
+    name = "cgi_rlimit_mem"
+    cli = ["--cgi-rlimit-mem"]
+    meta = "BYTES"
+    validator = _optional_int
+    default = None
+    desc = """\
+        Address space a script may use, in bytes (Apache's RLimitMEM).
+        """
+
+
+class CGIRlimitNproc(CGISetting, Setting):
+    name = "cgi_rlimit_nproc"
+    cli = ["--cgi-rlimit-nproc"]
+    meta = "INT"
+    validator = _optional_int
+    default = None
+    desc = """\
+        Processes the scripts' user may run (Apache's RLimitNPROC).
+        """
+
+
+CGI_SETTINGS: tuple[type[Setting], ...] = tuple(
+    cls for cls in list(globals().values())
+    if isinstance(cls, type) and issubclass(cls, CGISetting) and cls is not CGISetting
+)
+
+
+def config_namespace(cfg: Config) -> dict[str, Any]:
+    """The names the config file defined (gunicorn runs it as module ``__config__``)."""
+    location = cfg.settings["config"].value or ""
+    if location.startswith("python:"):
+        module = sys.modules.get(location[len("python:"):])
+    else:
+        module = sys.modules.get("__config__")
+    return vars(module) if isinstance(module, ModuleType) else {}
+
+
+def inject(cfg: Config, namespace: dict[str, Any] | None = None) -> None:
+    """Add our settings to a ``Config`` built before they were registered.
+
+    Under the stock ``gunicorn`` command the config file imports us after
+    gunicorn made its settings table, so our keys are missing and gunicorn
+    ignored them. Here each missing key gets its default, or the config
+    file's value, validated. Raises ``ValueError`` naming the key.
+    """
+    if namespace is None:
+        namespace = config_namespace(cfg)
+    for cls in CGI_SETTINGS:
+        if cls.name in cfg.settings:
+            continue
+        setting = cls()
+        if cls.name in namespace:
+            try:
+                setting.set(namespace[cls.name])
+            except (TypeError, ValueError) as exc:
+                raise ValueError("Invalid value for %s: %s" % (cls.name, exc)) from None
+        cfg.settings[cls.name] = setting
+
+
+def cgi_setting(cfg: Any, name: str) -> Any:
+    """Read one of our settings, falling back to its default when absent."""
+    try:
+        return getattr(cfg, name)
+    except AttributeError:
+        for cls in CGI_SETTINGS:
+            if cls.name == name:
+                return cls().value
+        raise

@@ -1,0 +1,279 @@
+"""The ScriptSock wire format: frames between a worker and the CGI daemon.
+
+Pure encoding and a push decoder (no sockets), shared by the worker and the
+daemon. One connection carries one script::
+
+    worker -> daemon   SPAWN  (+ SCM_RIGHTS: the script's stdin, stdout, stderr)
+    daemon -> worker   STARTED pid  |  FAILED code errno message
+    worker -> daemon   KILL reason               (optional)
+    daemon -> worker   EXITED status, times, rusage
+
+Every frame is a 5-byte header and a payload::
+
+    +---------------------------+--------+------------------+
+    | payload length (u32, BE)  | kind   | payload ...      |
+    +---------------------------+--------+------------------+
+
+Unlike mod_cgid's GETPID round trip, the pid comes back in-band on the same
+connection, so a pid can never be matched to the wrong request.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+HEADER = struct.Struct(">IB")
+MAGIC = 0x43474931  # "CGI1": a stray client or an old daemon is refused at once
+
+SPAWN = ord("S")
+KILL = ord("K")
+STARTED = ord("P")
+FAILED = ord("F")
+EXITED = ord("X")
+
+#: The environment of one request is bounded by gunicorn's header limits
+#: (100 fields of 8 KiB by default); 4 MiB leaves room for raised limits.
+MAX_REQUEST_FRAME_BYTES = 4 * 1024 * 1024
+MAX_REPLY_FRAME_BYTES = 64 * 1024
+MAX_ARGS = 4096
+SPAWN_FDS = 3  # stdin, stdout, stderr
+
+# FAILED codes
+FAIL_EXEC = 1      # exec failed: errno says why (ENOENT interpreter, EACCES, ENOEXEC)
+FAIL_BUSY = 2      # cgi_max_scripts reached and the queue wait ran out
+FAIL_REQUEST = 3   # the daemon refused the request frame
+FAIL_SHUTDOWN = 4  # the daemon is stopping
+
+# EXITED / KILL reasons
+REASON_NONE = 0         # the script exited by itself
+REASON_KILLED = 1       # the worker asked (idle timeout, client gone...)
+REASON_MAX_RUNTIME = 2  # cgi_max_runtime passed
+REASON_SHUTDOWN = 3     # the daemon stopped while it ran
+REASON_DISCONNECT = 4   # the worker's connection closed while it ran
+
+_SPAWN_FIXED = struct.Struct(">IIIIqqqI")
+_U32 = struct.Struct(">I")
+_STARTED = struct.Struct(">I")
+_FAILED = struct.Struct(">Bi")
+_EXITED = struct.Struct(">iQQQQB")
+_KILL = struct.Struct(">B")
+
+
+class WireError(ValueError):
+    """A frame that breaks the format; the connection that sent it is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpawnRequest:
+    """Everything the daemon needs to exec one script; no policy is left to it."""
+    filename: bytes
+    cwd: bytes
+    argv: tuple[bytes, ...]
+    env: tuple[bytes, ...]  # b"NAME=value"
+    max_runtime_ms: int = 0   # 0: no limit
+    kill_grace_ms: int = 3000
+    queue_timeout_ms: int = 10000
+    max_scripts: int = 0      # 0: no cap
+    rlimit_cpu: int = -1      # -1: unset
+    rlimit_mem: int = -1
+    rlimit_nproc: int = -1
+    master_pid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Exited:
+    """How a script ended: raw wait status plus its resource use."""
+    wait_status: int
+    wall_us: int
+    utime_us: int
+    stime_us: int
+    maxrss_kb: int
+    reason: int = REASON_NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    code: int
+    errno: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: int
+    payload: bytes
+
+
+def frame(kind: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(len(payload), kind) + payload
+
+
+def _strings(items: tuple[bytes, ...] | list[bytes]) -> bytes:
+    parts = [_U32.pack(len(items))]
+    for item in items:
+        parts.append(_U32.pack(len(item)))
+        parts.append(item)
+    return b"".join(parts)
+
+
+def encode_spawn(req: SpawnRequest) -> bytes:
+    fixed = _SPAWN_FIXED.pack(
+        MAGIC, req.max_runtime_ms, req.kill_grace_ms, req.queue_timeout_ms,
+        req.rlimit_cpu, req.rlimit_mem, req.rlimit_nproc, req.master_pid)
+    body = b"".join((
+        fixed, _U32.pack(req.max_scripts),
+        _strings([req.filename, req.cwd]), _strings(req.argv), _strings(req.env),
+    ))
+    return frame(SPAWN, body)
+
+
+class _Reader:
+    """Bounds-checked cursor over a payload."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
+            raise WireError("truncated payload")
+        chunk = self.data[self.pos:end]
+        self.pos = end
+        return chunk
+
+    def unpack(self, st: struct.Struct) -> tuple:
+        return st.unpack(self.take(st.size))
+
+    def strings(self, limit: int) -> list[bytes]:
+        (count,) = self.unpack(_U32)
+        if count > limit:
+            raise WireError("too many strings: %d" % count)
+        out = []
+        for _ in range(count):
+            (length,) = self.unpack(_U32)
+            item = self.take(length)
+            if b"\0" in item:
+                raise WireError("NUL byte in a string")
+            out.append(item)
+        return out
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise WireError("%d trailing bytes" % (len(self.data) - self.pos))
+
+
+def decode_spawn(payload: bytes) -> SpawnRequest:
+    r = _Reader(payload)
+    (magic, max_runtime_ms, kill_grace_ms, queue_timeout_ms,
+     cpu, mem, nproc, master_pid) = r.unpack(_SPAWN_FIXED)
+    if magic != MAGIC:
+        raise WireError("bad magic %#x" % magic)
+    (max_scripts,) = r.unpack(_U32)
+    paths = r.strings(2)
+    if len(paths) != 2:
+        raise WireError("expected filename and cwd")
+    filename, cwd = paths
+    if not filename.startswith(b"/") or not cwd.startswith(b"/"):
+        raise WireError("filename and cwd must be absolute")
+    argv = r.strings(MAX_ARGS)
+    if not argv:
+        raise WireError("empty argv")
+    env = r.strings(MAX_ARGS)
+    if any(b"=" not in item for item in env):
+        raise WireError("environment entry without '='")
+    r.end()
+    return SpawnRequest(filename, cwd, tuple(argv), tuple(env), max_runtime_ms,
+                        kill_grace_ms, queue_timeout_ms, max_scripts, cpu, mem,
+                        nproc, master_pid)
+
+
+def encode_started(pid: int) -> bytes:
+    return frame(STARTED, _STARTED.pack(pid))
+
+
+def decode_started(payload: bytes) -> int:
+    r = _Reader(payload)
+    (pid,) = r.unpack(_STARTED)
+    r.end()
+    return pid
+
+
+def encode_failed(code: int, errno: int, message: str) -> bytes:
+    text = message.encode("utf-8", "replace")[:MAX_REPLY_FRAME_BYTES - 64]
+    return frame(FAILED, _FAILED.pack(code, errno) + text)
+
+
+def decode_failed(payload: bytes) -> Failed:
+    r = _Reader(payload)
+    code, errno = r.unpack(_FAILED)
+    return Failed(code, errno, payload[r.pos:].decode("utf-8", "replace"))
+
+
+def encode_exited(info: Exited) -> bytes:
+    return frame(EXITED, _EXITED.pack(
+        info.wait_status, info.wall_us, info.utime_us, info.stime_us,
+        info.maxrss_kb, info.reason))
+
+
+def decode_exited(payload: bytes) -> Exited:
+    r = _Reader(payload)
+    fields = r.unpack(_EXITED)
+    r.end()
+    return Exited(*fields)
+
+
+def encode_kill(reason: int = REASON_KILLED) -> bytes:
+    return frame(KILL, _KILL.pack(reason))
+
+
+def decode_kill(payload: bytes) -> int:
+    r = _Reader(payload)
+    (reason,) = r.unpack(_KILL)
+    r.end()
+    return reason
+
+
+class FrameDecoder:
+    """Push decoder: ``feed(bytes)`` returns the complete frames so far.
+
+    Refuses unknown kinds and payloads over ``max_bytes`` as soon as the
+    header arrives, so a bad peer can never make it buffer without bound.
+    """
+
+    def __init__(self, kinds: frozenset[int], max_bytes: int) -> None:
+        self.kinds = kinds
+        self.max_bytes = max_bytes
+        self.buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self.buffer += data
+        frames = []
+        while len(self.buffer) >= HEADER.size:
+            length, kind = HEADER.unpack_from(self.buffer)
+            if kind not in self.kinds:
+                raise WireError("unexpected frame kind %#x" % kind)
+            if length > self.max_bytes:
+                raise WireError("frame of %d bytes exceeds %d" % (length, self.max_bytes))
+            end = HEADER.size + length
+            if len(self.buffer) < end:
+                break
+            frames.append(Frame(kind, bytes(self.buffer[HEADER.size:end])))
+            del self.buffer[:end]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held back."""
+        return len(self.buffer)
+
+
+def request_decoder() -> FrameDecoder:
+    """What the daemon accepts from a worker."""
+    return FrameDecoder(frozenset((SPAWN, KILL)), MAX_REQUEST_FRAME_BYTES)
+
+
+def reply_decoder() -> FrameDecoder:
+    """What a worker accepts from the daemon."""
+    return FrameDecoder(frozenset((STARTED, FAILED, EXITED)), MAX_REPLY_FRAME_BYTES)

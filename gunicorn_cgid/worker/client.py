@@ -1,0 +1,141 @@
+"""ScriptSock client: ask the daemon to start a script wired to our sockets.
+
+Runs in the worker. Only sockets are used, and ``socket``/``time`` are looked
+up at call time, so under gevent every wait is cooperative. The script's
+stdin, stdout and stderr are three socketpairs whose far ends travel to the
+daemon with SCM_RIGHTS: request and response bytes never pass through the
+daemon. Deviation from Apache: mod_cgid puts stdin and stdout on one socket,
+so a script that closes stdout keeps the response open until it exits; here
+each stream has its own, and EOF on stdout ends the response.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from dataclasses import dataclass
+
+from gunicorn_cgid import wire
+from gunicorn_cgid.errors import Busy, DaemonUnavailable, SpawnError
+
+CONNECT_RETRY_SECONDS = 5.0   # covers a daemon restart; the supervisor keeps the backlog
+REPLY_TIMEOUT_SECONDS = 30.0  # STARTED or FAILED, after any cgi_max_scripts queueing
+
+
+@dataclass(eq=False)
+class ScriptChannel:
+    """The worker's ends of one running script."""
+    control: socket.socket
+    stdin: socket.socket
+    stdout: socket.socket
+    stderr: socket.socket
+    pid: int
+    decoder: wire.FrameDecoder
+    early: list[wire.Frame]  # frames that came with STARTED (a fast script's EXITED)
+
+    def close(self) -> None:
+        for sock in (self.stdin, self.stdout, self.stderr, self.control):
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+
+def connect(path: str, retry_seconds: float = CONNECT_RETRY_SECONDS) -> socket.socket:
+    """Connect to the ScriptSock, retrying while it is missing or refusing (a restart)."""
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.01
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError, BlockingIOError) as exc:
+            sock.close()
+            if time.monotonic() + delay > deadline:
+                raise DaemonUnavailable("unable to connect to cgi daemon at %r: %s" % (path, exc.strerror)) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnavailable("unable to connect to cgi daemon at %r: %s" % (path, exc)) from None
+
+
+def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0.0) -> ScriptChannel:
+    """Spawn one script and return our ends; raises SpawnError, Busy or DaemonUnavailable."""
+    control = connect(path)
+    stdin_ours, stdin_theirs = socket.socketpair()
+    stdout_ours, stdout_theirs = socket.socketpair()
+    stderr_ours, stderr_theirs = socket.socketpair()
+    theirs = (stdin_theirs, stdout_theirs, stderr_theirs)
+    ours = (control, stdin_ours, stdout_ours, stderr_ours)
+    try:
+        data = wire.encode_spawn(request)
+        # The descriptors ride on a small first message; gevent's sendmsg may
+        # send part of a large one, so the rest goes with sendall.
+        first = data[:wire.HEADER.size]
+        sent = control.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          _fd_array([s.fileno() for s in theirs]))])
+        control.sendall(data[sent:])
+    except OSError as exc:
+        _close(theirs + ours)
+        raise DaemonUnavailable("cannot send request to cgi daemon: %s" % exc) from None
+    _close(theirs)
+    decoder = wire.reply_decoder()
+    try:
+        frames = _read_frames(control, decoder, REPLY_TIMEOUT_SECONDS + queue_seconds)
+        fr = frames[0]
+        pid = wire.decode_started(fr.payload) if fr.kind == wire.STARTED else 0
+    except wire.WireError as exc:
+        _close(ours)
+        raise DaemonUnavailable("garbage from cgi daemon: %s" % exc) from None
+    except BaseException:
+        _close(ours)
+        raise
+    if fr.kind == wire.STARTED:
+        return ScriptChannel(control, stdin_ours, stdout_ours, stderr_ours, pid, decoder, frames[1:])
+    _close(ours)
+    if fr.kind == wire.FAILED:
+        failure = wire.decode_failed(fr.payload)
+        if failure.code == wire.FAIL_BUSY:
+            raise Busy(failure.message, headers=[("Retry-After", "5")])
+        if failure.code == wire.FAIL_EXEC:
+            raise SpawnError("%s (errno %d: %s)" % (failure.message, failure.errno,
+                                                   errno.errorcode.get(failure.errno, "?")))
+        raise DaemonUnavailable("cgi daemon refused the request: %s" % failure.message)
+    raise DaemonUnavailable("cgi daemon sent an unexpected frame %#x" % fr.kind)
+
+
+def _read_frames(sock: socket.socket, decoder: wire.FrameDecoder, timeout: float) -> list[wire.Frame]:
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                raise DaemonUnavailable("cgi daemon closed the connection before starting the script")
+            frames = decoder.feed(data)
+            if frames:
+                return frames
+    except TimeoutError:
+        raise DaemonUnavailable("no reply from cgi daemon within %.0f s" % timeout) from None
+    except OSError as exc:
+        raise DaemonUnavailable("lost the cgi daemon: %s" % exc) from None
+    finally:
+        try:
+            sock.settimeout(None)
+        except OSError:
+            pass
+
+
+def _fd_array(fds: list[int]) -> bytes:
+    import array
+    return array.array("i", fds).tobytes()
+
+
+def _close(socks: tuple[socket.socket, ...]) -> None:
+    for sock in socks:
+        try:
+            sock.close()
+        except OSError:
+            pass

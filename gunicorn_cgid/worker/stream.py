@@ -1,0 +1,288 @@
+"""Moving bytes between the client and a running script, with deadlines.
+
+Runs in the worker, identically under gthread and gevent: one ``select.poll``
+(gevent's own after monkey-patching, looked up at call time) over the script's
+stdout, stderr and control socket, and the client's socket while nothing is
+left to read from it. The request body is written by a helper thread (a
+greenlet under gevent) unless it is small, so a script that writes megabytes
+before reading its input never deadlocks (Apache writes the whole body first).
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from gunicorn_cgid import wire
+from gunicorn_cgid.worker.client import ScriptChannel
+
+READ_BYTES = 65536
+STDERR_LINE_MAX = 8192        # longer stderr lines are split (Apache: 8191)
+INLINE_BODY_MAX = 65536       # a body this small is sent without a helper thread
+_IN = select.POLLIN | select.POLLPRI
+_DONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+class IdleTimeout(Exception):
+    """No output (and no input consumed) for ``cgi_timeout`` seconds."""
+
+
+class ClientGone(Exception):
+    """The client closed its connection while the script was running."""
+
+
+class DaemonLost(Exception):
+    """The control connection closed before the script's exit was reported."""
+
+
+class ScriptSession:
+    """One script's streams; the caller reads stdout chunks with ``read()``."""
+
+    def __init__(self, channel: ScriptChannel, idle_timeout: float,
+                 on_stderr: Callable[[bytes], None], client: socket.socket | None = None,
+                 keep_body: int = 0) -> None:
+        self.ch = channel
+        self.idle_timeout = idle_timeout
+        self.on_stderr = on_stderr
+        self.client = client
+        self.exited: wire.Exited | None = None
+        self.stdout_open = True
+        self.stderr_open = True
+        self.control_open = True
+        self.last_activity = time.monotonic()
+        self.stderr_buf = b""
+        self.stderr_tail = bytearray()  # the last stderr bytes, for ScriptLog
+        self.body_error: str | None = None
+        self.body_thread: Any = None
+        self.watch_client = client is not None
+        self.keep_body = keep_body
+        self.body_head = bytearray()  # the first keep_body bytes, for ScriptLog
+        for fr in channel.early:
+            self._on_frame(fr)
+
+    # -- request body --------------------------------------------------------
+
+    def send_body(self, wsgi_input: Any, length: int | None) -> None:
+        """Start feeding the body to stdin; closes stdin at its end (EOF for the script)."""
+        if length == 0 or wsgi_input is None:
+            self._close_stdin()
+            return
+        if length is not None and length <= INLINE_BODY_MAX:
+            data = _read_exactly(wsgi_input, length)
+            self._keep(data)
+            try:
+                self.ch.stdin.sendall(data)
+            except OSError as exc:
+                self.body_error = str(exc)
+            self._close_stdin()
+            return
+        self.watch_client = False  # the client socket carries the body now
+        self.body_thread = threading.Thread(target=self._pump_body, args=(wsgi_input, length),
+                                            name="cgi-body", daemon=True)
+        self.body_thread.start()
+
+    def _pump_body(self, wsgi_input: Any, length: int | None) -> None:
+        remaining = length
+        try:
+            while remaining is None or remaining > 0:
+                want = READ_BYTES if remaining is None else min(READ_BYTES, remaining)
+                chunk = wsgi_input.read(want)
+                if not chunk:
+                    break
+                if remaining is not None:
+                    remaining -= len(chunk)
+                self._keep(chunk)
+                if self.body_error is None:
+                    try:
+                        self.ch.stdin.sendall(chunk)
+                        self.last_activity = time.monotonic()
+                    except OSError as exc:
+                        # The script stopped reading (AH02651); keep draining
+                        # the client so the connection stays usable.
+                        self.body_error = str(exc)
+        except Exception as exc:  # a client read error ends the body
+            self.body_error = self.body_error or "client read error: %s" % exc
+        finally:
+            self._close_stdin()
+
+    def _keep(self, data: bytes) -> None:
+        room = self.keep_body - len(self.body_head)
+        if room > 0:
+            self.body_head += data[:room]
+
+    def _close_stdin(self) -> None:
+        try:
+            self.ch.stdin.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.ch.stdin.close()
+
+    # -- output --------------------------------------------------------------
+
+    def read(self) -> bytes:
+        """The next chunk of stdout; b"" at EOF. Raises IdleTimeout, ClientGone or DaemonLost."""
+        while self.stdout_open:
+            chunk = self._poll_once(want_stdout=True)
+            if chunk:
+                return chunk
+        return b""
+
+    def finish(self, timeout: float) -> wire.Exited | None:
+        """After stdout EOF: drain stderr and wait for the exit report, at most ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (self.stderr_open or self.exited is None) and self.control_open:
+            if time.monotonic() >= deadline:
+                break
+            try:
+                self._poll_once(want_stdout=False, deadline=deadline)
+            except IdleTimeout:
+                break
+        self._flush_stderr()
+        return self.exited
+
+    def kill(self, reason: int, wait: float) -> wire.Exited | None:
+        """Ask the daemon to kill the script's process group; wait for its exit report."""
+        if self.exited is None and self.control_open:
+            try:
+                self.ch.control.sendall(wire.encode_kill(reason))
+            except OSError:
+                pass
+            self.stdout_open = False
+            try:
+                self.finish(wait)
+            except (ClientGone, DaemonLost):
+                pass
+        return self.exited
+
+    def close(self) -> None:
+        self._flush_stderr()
+        self.ch.close()
+
+    def _poll_once(self, want_stdout: bool, deadline: float | None = None) -> bytes:
+        poller = select.poll()
+        fds: dict[int, str] = {}
+        if want_stdout and self.stdout_open:
+            fds[self.ch.stdout.fileno()] = "stdout"
+        if self.stderr_open:
+            fds[self.ch.stderr.fileno()] = "stderr"
+        if self.control_open:
+            fds[self.ch.control.fileno()] = "control"
+        if self.watch_client and self.client is not None:
+            try:
+                fds[self.client.fileno()] = "client"
+            except OSError:
+                self.watch_client = False
+        for fd in fds:
+            poller.register(fd, _IN)
+        now = time.monotonic()
+        idle_deadline = max(self.last_activity, now) + self.idle_timeout if want_stdout else deadline
+        if deadline is not None and idle_deadline is not None:
+            idle_deadline = min(idle_deadline, deadline)
+        wait = None if idle_deadline is None else max(0.0, idle_deadline - now)
+        events = poller.poll(None if wait is None else int(wait * 1000) + 1)
+        if not events:
+            if time.monotonic() >= (idle_deadline or 0) and time.monotonic() - self.last_activity >= self.idle_timeout:
+                raise IdleTimeout()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise IdleTimeout()
+            return b""
+        out = b""
+        for fd, ev in events:
+            which = fds.get(fd)
+            if which == "stdout":
+                data = _recv(self.ch.stdout)
+                if data:
+                    self.last_activity = time.monotonic()
+                    out = data
+                else:
+                    self.stdout_open = False
+            elif which == "stderr":
+                data = _recv(self.ch.stderr)
+                if data:
+                    self.last_activity = time.monotonic()
+                    self._on_stderr_bytes(data)
+                else:
+                    self.stderr_open = False
+            elif which == "control":
+                self._read_control()
+            elif which == "client":
+                self._check_client(ev)
+        return out
+
+    def _read_control(self) -> None:
+        data = _recv(self.ch.control)
+        if not data:
+            self.control_open = False
+            if self.exited is None:
+                raise DaemonLost("cgi daemon closed the connection of pid %d" % self.ch.pid)
+            return
+        try:
+            frames = self.ch.decoder.feed(data)
+        except wire.WireError as exc:
+            self.control_open = False
+            raise DaemonLost("garbage from cgi daemon: %s" % exc) from None
+        for fr in frames:
+            self._on_frame(fr)
+
+    def _on_frame(self, fr: wire.Frame) -> None:
+        if fr.kind == wire.EXITED:
+            self.exited = wire.decode_exited(fr.payload)
+
+    def _check_client(self, ev: int) -> None:
+        try:
+            peek = self.client.recv(1, socket.MSG_PEEK)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return
+        except OSError:
+            peek = b""
+        if peek:
+            self.watch_client = False  # a pipelined request: not ours to read
+            return
+        raise ClientGone()
+
+    # -- stderr --------------------------------------------------------------
+
+    def _on_stderr_bytes(self, data: bytes) -> None:
+        self.stderr_tail += data
+        if len(self.stderr_tail) > 2 * READ_BYTES:
+            del self.stderr_tail[:-READ_BYTES]
+        buf = self.stderr_buf + data
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0 or nl > STDERR_LINE_MAX:
+                if len(buf) >= STDERR_LINE_MAX:
+                    self.on_stderr(buf[:STDERR_LINE_MAX])
+                    buf = buf[STDERR_LINE_MAX:]
+                    continue
+                break
+            self.on_stderr(buf[:nl].rstrip(b"\r"))
+            buf = buf[nl + 1:]
+        self.stderr_buf = buf
+
+    def _flush_stderr(self) -> None:
+        if self.stderr_buf:
+            self.on_stderr(self.stderr_buf.rstrip(b"\r"))
+            self.stderr_buf = b""
+
+
+def _recv(sock: socket.socket) -> bytes:
+    """A read on a socket poll() found readable; a reset reads as EOF."""
+    try:
+        return sock.recv(READ_BYTES)
+    except OSError:
+        return b""
+
+
+def _read_exactly(stream: Any, length: int) -> bytes:
+    parts = []
+    while length > 0:
+        chunk = stream.read(length)
+        if not chunk:
+            break
+        parts.append(chunk)
+        length -= len(chunk)
+    return b"".join(parts)
