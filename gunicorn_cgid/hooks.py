@@ -164,11 +164,17 @@ def _kill(proc: subprocess.Popen) -> None:
 def stop_supervisor(server: Any) -> None:
     proc = STATE.supervisor
     STATE.supervisor = None
-    if STATE.life_w >= 0:
-        os.close(STATE.life_w)
-        STATE.life_w = -1
-    if proc is None:
-        return
+    life_w, STATE.life_w = STATE.life_w, -1
+    try:
+        if proc is not None:
+            _stop(server, proc)
+    finally:
+        # Closed last: EOF on this pipe means "the master is gone, stop now".
+        if life_w >= 0:
+            os.close(life_w)
+
+
+def _stop(server: Any, proc: subprocess.Popen) -> None:
     try:
         os.kill(proc.pid, signal.SIGTERM)
     except ProcessLookupError:

@@ -12,6 +12,7 @@ each stream has its own, and EOF on stdout ends the response.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -69,6 +70,10 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
     stdout_ours, stdout_theirs = socket.socketpair()
     stderr_ours, stderr_theirs = socket.socketpair()
     theirs = (stdin_theirs, stdout_theirs, stderr_theirs)
+    for sock in theirs:
+        # gevent makes its sockets O_NONBLOCK, a flag of the open file that
+        # travels with the descriptor: scripts expect blocking stdio.
+        os.set_blocking(sock.fileno(), True)
     ours = (control, stdin_ours, stdout_ours, stderr_ours)
     try:
         data = wire.encode_spawn(request)
