@@ -224,6 +224,34 @@ class CGIExtensions(CGISetting, Setting):
         """
 
 
+def _interpreters(val: Any) -> dict[str, str]:
+    table = _pairs(val, "extensions to interpreter paths")
+    for ext, prog in table.items():
+        if not ext.startswith("."):
+            raise ValueError("extension %r must start with '.'" % (ext,))
+        if not prog.startswith("/"):
+            raise ValueError("interpreter %r for %r must be an absolute path" % (prog, ext))
+    return table
+
+
+class CGIInterpreters(CGISetting, Setting):
+    name = "cgi_interpreters"
+    cli = ["--cgi-interpreters"]
+    meta = "EXT=PATH[,EXT=PATH]"
+    validator = _interpreters
+    default = {}
+    desc = """\
+        Interpreters for scripts by extension, e.g. ``{".php": "/usr/bin/php-cgi"}``.
+
+        Apache's ``Action`` with ``AddHandler``: the interpreter runs with the
+        script's path as its argument and SCRIPT_FILENAME set to the script,
+        which needs to be readable, not executable. REDIRECT_STATUS=200 is set,
+        as after Apache's internal redirect to the action (php-cgi's
+        ``cgi.force_redirect`` checks it). Such files run as CGI under
+        ``script_alias`` and ``cgi_document_root`` alike.
+        """
+
+
 class CGIAcceptPathInfo(CGISetting, Setting):
     name = "cgi_accept_path_info"
     cli = ["--cgi-accept-path-info"]

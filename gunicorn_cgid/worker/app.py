@@ -99,15 +99,24 @@ class ScriptRun:
         self.target = target = map_request(
             self.path, raw_path, opts.aliases, opts.document_root, opts.extensions,
             opts.accept_path_info, opts.follow_symlinks)
-        if not os.access(target.filename, os.X_OK):
+        interpreter = opts.interpreters.get(os.path.splitext(target.filename)[1])
+        if interpreter is not None:
+            if not os.access(target.filename, os.R_OK):
+                raise Forbidden("file permissions deny server access: %s" % target.filename)
+            argv = [interpreter, target.filename]
+        elif not os.access(target.filename, os.X_OK):
             # Deviation from Apache: mod_cgid answers 500 after a failed exec;
             # a script we can see is not executable is a permission problem.
             raise Forbidden("file permissions deny server execution: %s" % target.filename)
+        else:
+            argv = build_argv(target.filename, self.query)
         self.env = self._build_env(target)
+        if interpreter is not None:
+            self.env.setdefault("REDIRECT_STATUS", "200")
         request = wire.SpawnRequest(
-            filename=os.fsencode(target.filename),
+            filename=os.fsencode(argv[0]),
             cwd=os.fsencode(os.path.dirname(target.filename)),
-            argv=tuple(a.encode("utf-8", "surrogateescape") for a in build_argv(target.filename, self.query)),
+            argv=tuple(a.encode("utf-8", "surrogateescape") for a in argv),
             env=to_wire(self.env),
             max_runtime_ms=int(opts.max_runtime * 1000),
             kill_grace_ms=int(opts.kill_grace * 1000),

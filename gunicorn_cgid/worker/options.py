@@ -20,7 +20,8 @@ class Options:
     aliases: list[Alias]
     document_root: str | None      # handler-style root (cgi_document_root), or None
     docroot_env: str               # DOCUMENT_ROOT for scripts
-    extensions: list[str]
+    extensions: list[str]          # cgi_extensions plus the interpreters' extensions
+    interpreters: dict[str, str]
     accept_path_info: bool
     follow_symlinks: bool
     timeout: float
@@ -76,7 +77,8 @@ def build_options(cfg: Any) -> Options:
         aliases=make_aliases(get("script_alias"), base),
         document_root=docroot,
         docroot_env=docroot or base,
-        extensions=list(get("cgi_extensions")),
+        extensions=list(get("cgi_extensions")) + list(get("cgi_interpreters")),
+        interpreters=dict(get("cgi_interpreters")),
         accept_path_info=bool(get("cgi_accept_path_info")),
         follow_symlinks=bool(get("cgi_follow_symlinks")),
         timeout=float(get("cgi_timeout")),
