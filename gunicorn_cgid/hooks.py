@@ -33,6 +33,7 @@ class _State:
     life_w: int = -1
     sock_path: str = ""
     cfg: Any = None
+    log: Any = None       # the worker's gunicorn logger (statsd-capable or not)
 
 
 STATE = _State()
@@ -79,6 +80,7 @@ def post_fork(server: Any, worker: Any) -> None:
         STATE.life_w = -1
     STATE.supervisor = None
     STATE.cfg = worker.cfg
+    STATE.log = worker.log
 
 
 def on_exit(server: Any) -> None:

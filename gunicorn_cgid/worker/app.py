@@ -21,7 +21,7 @@ from gunicorn_cgid.environ import EnvOptions, build_argv, build_environ, native,
 from gunicorn_cgid.errors import CGIError, DaemonUnavailable, Forbidden, ScriptHeaderError, ScriptTimeout
 from gunicorn_cgid.headers import Head, HeaderParser
 from gunicorn_cgid.mapping import ScriptTarget, map_request
-from gunicorn_cgid.worker import glue
+from gunicorn_cgid.worker import glue, metrics
 from gunicorn_cgid.worker.client import start_script
 from gunicorn_cgid.worker.options import Options, options_for
 from gunicorn_cgid.worker.stream import ClientGone, DaemonLost, IdleTimeout, ScriptSession
@@ -125,7 +125,9 @@ class ScriptRun:
             rlimit_cpu=opts.rlimit_cpu, rlimit_mem=opts.rlimit_mem, rlimit_nproc=opts.rlimit_nproc,
             master_pid=opts.master_pid,
         )
+        began = time.monotonic()
         channel = start_script(opts.sock_path, request, opts.queue_timeout)
+        metrics.spawned((time.monotonic() - began) * 1000)
         self.environ["cgi.pid"] = str(channel.pid)
         self.session = session = ScriptSession(
             channel, opts.timeout, self._stderr_line, self.environ.get("gunicorn.socket"),
@@ -191,6 +193,7 @@ class ScriptRun:
                 if head is not None:
                     return head
         except IdleTimeout:
+            metrics.timed_out()
             raise ScriptTimeout("Script timed out before returning headers: %s"
                                 % os.path.basename(self.filename)) from None
         except DaemonLost as exc:
@@ -289,6 +292,8 @@ class ScriptRun:
         environ["cgi.utime_ms"] = "%.1f" % (exited.utime_us / 1000)
         environ["cgi.stime_ms"] = "%.1f" % (exited.stime_us / 1000)
         environ["cgi.maxrss_kb"] = str(exited.maxrss_kb)
+        metrics.exited("signal" if sig is not None else ("ok" if code == 0 else "error"),
+                       exited.wall_us / 1000, bool(exited.reason))
         if code != 0 or exited.reason:
             why = _REASONS.get(exited.reason, "")
             log.error("CGI script %s (pid %d) %s%s [%s]", self.filename, int(environ.get("cgi.pid", 0)),
@@ -396,6 +401,7 @@ class Response:
                 yield self.body
             reason = wire.REASON_NONE
         except IdleTimeout:
+            metrics.timed_out()
             log.error("Timeout waiting for output from CGI script %s", run.filename)
             glue.cut_response(run.environ)
         except ClientGone:
