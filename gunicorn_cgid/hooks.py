@@ -57,6 +57,10 @@ def on_starting(server: Any) -> None:
     """Check our settings and start the supervisor, before any worker exists."""
     _inject(server)
     STATE.cfg = server.cfg
+    # Import the app here, while still root: workers drop privileges before
+    # they load it, and share these pages by fork. Everything in it looks up
+    # socket, select and threading at call time, so gevent's patching holds.
+    import gunicorn_cgid.worker.app  # noqa: F401
     start_supervisor(server)
 
 

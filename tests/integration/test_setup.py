@@ -1,0 +1,121 @@
+"""Starting up: settings with the stock command and with gunicorn-cgid, privileges, bad setups."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import CGI_BIN, Server, free_port, wait_until
+
+
+def run_gunicorn(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+                 timeout: float = 20) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(args, cwd=str(cwd), env=full_env, capture_output=True, text=True,
+                          timeout=timeout, start_new_session=True)
+
+
+def test_invalid_setting_stops_the_server(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("from gunicorn_cgid.hooks import *\nbind = '127.0.0.1:%d'\n"
+                    "control_socket_disable = True\ncgi_timeout = 'soon'\n" % free_port())
+    result = run_gunicorn([sys.executable, "-m", "gunicorn", "-c", str(conf), "gunicorn_cgid:app"], tmp_path)
+    assert result.returncode != 0
+    assert "cgi_timeout" in result.stderr
+    assert not list(tmp_path.glob("logs/cgisock*"))
+
+
+def test_unwritable_socket_directory_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("from gunicorn_cgid.hooks import *\nbind = '127.0.0.1:%d'\ncontrol_socket_disable = True\n"
+                    "script_sock = %r\n" % (free_port(), str(shared / "cgisock")))
+    result = run_gunicorn([sys.executable, "-m", "gunicorn", "-c", str(conf), "gunicorn_cgid:app"], tmp_path)
+    assert result.returncode != 0
+    assert "writable by other users" in result.stderr
+    assert str(shared) in result.stderr
+
+
+def test_gunicorn_cgid_command_takes_flags_and_env(tmp_path):
+    port = free_port()
+    sock_dir = tmp_path / "sockets"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("bind = '127.0.0.1:%d'\ncontrol_socket_disable = True\nworker_class = 'gthread'\n"
+                    "script_alias = {'/cgi-bin/': %r}\n" % (port, str(CGI_BIN) + "/"))
+    exe = shutil.which("gunicorn-cgid") or ""
+    cmd = [exe] if exe else [sys.executable, "-m", "gunicorn_cgid.cli"]
+    proc = subprocess.Popen(
+        cmd + ["-c", str(conf), "--script-sock", str(sock_dir / "s")],
+        cwd=str(tmp_path), env=dict(os.environ, GUNICORN_CMD_ARGS="--cgi-env FROM_ENV=yes"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    srv = Server(tmp_path, "gthread", {})
+    srv.port = port
+    srv.proc = proc
+    try:
+        wait_until(lambda: list(sock_dir.glob("s.*")), 20, what="the socket named by --script-sock")
+        wait_until(srv.ready, 20, what="gunicorn-cgid to answer")
+        status, _, body = srv.get("/cgi-bin/env.sh")
+        assert status == 200
+        assert b"FROM_ENV=yes" in body
+    finally:
+        srv.stop()
+    assert not list(sock_dir.glob("s.*"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop privileges")
+def test_scripts_run_as_the_configured_user_without_root_groups():
+    root = Path(tempfile.mkdtemp(prefix="cgid-priv-", dir="/tmp"))
+    try:
+        os.chmod(root, 0o755)
+        bin_dir = root / "cgi-bin"
+        bin_dir.mkdir()
+        (bin_dir / "id.sh").write_text("#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n"
+                                       "echo uid=$(id -u) gid=$(id -g) groups=$(id -G)\n")
+        os.chmod(bin_dir / "id.sh", 0o755)
+        srv = Server(root, "gthread", {"user": "nobody", "group": "nogroup",
+                                       "script_alias": {"/cgi-bin/": str(bin_dir) + "/"}})
+        srv.start()
+        try:
+            status, _, body = srv.get("/cgi-bin/id.sh")
+            assert status == 200, srv.log()
+            text = body.decode()
+            assert "uid=65534 gid=65534" in text
+            groups = text.split("groups=")[1].split()
+            assert "0" not in groups
+            sock = next((root / "run").glob("cgisock.*"))
+            assert sock.stat().st_uid == 65534
+            assert oct(sock.stat().st_mode & 0o777) == oct(0o600)
+        finally:
+            srv.stop()
+            srv.kill_everything()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_app_without_hooks_answers_503(tmp_path):
+    port = free_port()
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("bind = '127.0.0.1:%d'\ncontrol_socket_disable = True\n" % port)
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(conf), "gunicorn_cgid:app"],
+                            cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    srv = Server(tmp_path, "sync", {})
+    srv.port = port
+    srv.proc = proc
+    try:
+        wait_until(srv.ready, 20, what="gunicorn to answer")
+        assert srv.get("/cgi-bin/env.sh")[0] == 503
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=20)[0].decode()
+    assert "from gunicorn_cgid.hooks import *" in out
