@@ -23,6 +23,10 @@ _VALID_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+\Z")
 _NEVER_EXPORTED = frozenset(("PROXY",))
 _AUTH_HEADERS = frozenset(("AUTHORIZATION", "PROXY-AUTHORIZATION"))
 _ENV_NAME_BAD = re.compile(r"[^A-Za-z0-9_]")
+# What SERVER_NAME may be: a DNS name or IPv4 address (Apache's strict host
+# check, plus "_", which container host names use), or a bracketed IPv6 literal.
+_HOST_NAME = re.compile(r"[a-z0-9_-][a-z0-9._-]*\Z")
+_IPV6_LITERAL = re.compile(r"\[[0-9a-f:.]+\]\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +71,12 @@ def header_variables(headers: Iterable[tuple[str, str]], pass_auth: bool,
     """
     out: dict[str, str] = {}
     for raw_name, value in headers:
+        # Checked before upper-casing: str.upper() maps some non-ASCII letters
+        # to ASCII ("\u00df" -> "SS", "\u017f" -> "S"), which would smuggle names in.
+        if not _VALID_HEADER_NAME.match(raw_name):
+            continue
         name = raw_name.upper()
-        if not _VALID_HEADER_NAME.match(name) or name in _NEVER_EXPORTED:
+        if name in _NEVER_EXPORTED:
             continue
         if name in _AUTH_HEADERS and not pass_auth:
             continue
@@ -105,20 +113,41 @@ def headers_from_wsgi(environ: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def split_host(host: str) -> tuple[str, str]:
-    """Host header or authority to (lower-cased name, port); IPv6 keeps its brackets."""
+    """Host header or authority to (lower-cased name, port); IPv6 keeps its brackets.
+
+    A host Apache would answer with 400 gives ("", ""), so the caller falls
+    back to the next source instead of handing it to the script as
+    SERVER_NAME: characters other than letters, digits, ".", "-" and "_"
+    (Apache's strict check also refuses "_"), "..", a bad IPv6 literal, a port
+    that is not a number up to 65535. One trailing dot is removed and the
+    port loses leading zeros, as Apache does (vhost.c ``fix_hostname``).
+    """
     host = host.strip().lower()
     if host.startswith("["):
         end = host.find("]")
         if end < 0:
-            return host, ""
+            return "", ""
         name, rest = host[: end + 1], host[end + 1:]
-        return name, rest[1:] if rest.startswith(":") and rest[1:].isdigit() else ""
-    name, sep, port = host.rpartition(":")
-    if sep and port.isdigit():
-        return name, port
-    if sep and not port:
+        if not _IPV6_LITERAL.match(name):
+            return "", ""
+        if not rest:
+            return name, ""
+        if not rest.startswith(":"):
+            return "", ""
+        port = rest[1:]
+    else:
+        name, sep, port = host.rpartition(":")
+        if not sep:
+            name, port = host, ""
+        if name.endswith("."):
+            name = name[:-1]
+        if not _HOST_NAME.match(name) or ".." in name:
+            return "", ""
+    if not port:
         return name, ""
-    return host, ""
+    if not port.isascii() or not port.isdigit() or int(port) > 65535:
+        return "", ""
+    return name, str(int(port))
 
 
 def server_name_port(environ: Mapping[str, Any], opts: EnvOptions) -> tuple[str, str]:
@@ -127,18 +156,18 @@ def server_name_port(environ: Mapping[str, Any], opts: EnvOptions) -> tuple[str,
     The host of an absolute request URI wins, then the Host header, then the
     local address; the port comes from the same place, else the local port.
     """
-    raw_uri = environ.get("RAW_URI", "")
-    authority = ""
+    raw_uri = str(environ.get("RAW_URI", ""))
+    candidates = []
     lowered = raw_uri[:8].lower()
     if lowered.startswith("http://") or lowered.startswith("https://"):
-        authority = raw_uri.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0]
-        authority = authority.rpartition("@")[2]
-    if not authority:
-        authority = environ.get("HTTP_HOST", "")
-    if authority:
-        name, port = split_host(authority)
-        if name:
-            return name, port or opts.server_port
+        authority = raw_uri.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+        candidates.append(authority.rpartition("@")[2])
+    candidates.append(str(environ.get("HTTP_HOST", "")))
+    for authority in candidates:
+        if authority:
+            name, port = split_host(authority)
+            if name:
+                return name, port or opts.server_port
     return opts.server_addr, opts.server_port
 
 
@@ -154,13 +183,16 @@ def build_environ(environ: Mapping[str, Any], target: ScriptTarget, opts: EnvOpt
         env[sanitize_name(name)] = value
     for name, value in opts.set_env.items():
         env[sanitize_name(name)] = value
+    # ap_add_common_vars takes PATH from the subprocess env (SetEnv, PassEnv)
+    # before falling back to the server's own.
+    path = env.get("PATH", opts.path)
 
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if headers is None:
         headers = headers_from_wsgi(environ)
     env.update(header_variables(headers, opts.pass_auth, chunked))
 
-    env["PATH"] = opts.set_env.get("PATH", opts.path)
+    env["PATH"] = path
     server_name, server_port = server_name_port(environ, opts)
     scheme = environ.get("wsgi.url_scheme", "http")
     env["SERVER_SIGNATURE"] = ""
@@ -200,14 +232,12 @@ def redirect_environ(previous: Mapping[str, str], status: int = 200) -> dict[str
     """The REDIRECT_* variables of an internal redirect (Apache's rename_original_env).
 
     Every variable of the previous request gets the prefix; REDIRECT_URL is
-    its decoded path, REDIRECT_QUERY_STRING its query, REDIRECT_STATUS its status.
+    its decoded path, REDIRECT_STATUS its status. REDIRECT_QUERY_STRING is the
+    renamed QUERY_STRING, so it is there (maybe empty) whenever the previous
+    request ran a script, as in Apache, where QUERY_STRING is always set.
     """
     out = {"REDIRECT_" + name: value for name, value in previous.items()}
     out["REDIRECT_URL"] = previous.get("SCRIPT_NAME", "") + previous.get("PATH_INFO", "")
-    if previous.get("QUERY_STRING"):
-        out["REDIRECT_QUERY_STRING"] = previous["QUERY_STRING"]
-    else:
-        out.pop("REDIRECT_QUERY_STRING", None)
     out["REDIRECT_STATUS"] = str(status)
     return out
 
@@ -218,18 +248,31 @@ def build_argv(filename: str, query_string: str) -> list[str]:
     Apache escapes shell metacharacters in those words although no shell runs
     them (ap_escape_shell_cmd); we pass them as they are.
     Deviation from Apache: no backslash escaping, because exec needs none.
+    A word is cut at a decoded NUL ("%00"), where Apache's C string ends too;
+    empty words are kept, as Apache does.
     """
     argv = [filename]
     if query_string and "=" not in query_string:
-        argv.extend(unquote(word, errors="surrogateescape") for word in query_string.split("+"))
+        for word in query_string.split("+"):
+            argv.append(unquote(word, errors="surrogateescape").partition("\0")[0])
     return argv
 
 
 def to_wire(env: Mapping[str, str]) -> tuple[bytes, ...]:
-    """``NAME=value`` entries for the daemon; values with NUL are dropped (exec cannot carry them)."""
+    """``NAME=value`` entries for the daemon.
+
+    Entries exec cannot carry are dropped: a NUL anywhere, a name that is
+    empty or holds "=", or text with no byte form (a lone surrogate that
+    ``native`` did not produce).
+    """
     out = []
     for name, value in env.items():
-        item = ("%s=%s" % (name, value)).encode("utf-8", "surrogateescape")
+        if not name or "=" in name:
+            continue
+        try:
+            item = ("%s=%s" % (name, value)).encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            continue
         if b"\0" not in item:
             out.append(item)
     return tuple(out)

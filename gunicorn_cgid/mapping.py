@@ -109,15 +109,14 @@ def map_request(
         base = alias.target.rstrip("/") or "/"
         script_prefix = path[: len(path) - len(rest)] if rest else path
         prefix = alias.prefix
-        try:
-            st = stat(base)
-        except OSError:
-            raise NotFound("script not found or unable to stat: %s" % base) from None
+        st = _stat(stat, base)
         if not stat_mod.S_ISDIR(st.st_mode):
-            # A ScriptAlias to a single file: everything after the prefix is PATH_INFO.
+            # A ScriptAlias to a single file: everything after the prefix is
+            # PATH_INFO. The file is the configured target itself, like the
+            # directory of a directory alias, so it may be a symbolic link.
             return _checked(ScriptTarget(script_prefix.rstrip("/") if rest.startswith("/") else script_prefix,
                                          rest, base, prefix, alias.target),
-                            base, os.path.dirname(base), accept_path_info, follow_symlinks, realpath)
+                            base, base, accept_path_info, follow_symlinks, realpath)
         return _walk(base, script_prefix.rstrip("/"), rest, prefix, alias.target, None,
                      accept_path_info, follow_symlinks, stat, realpath)
     if document_root is not None:
@@ -140,30 +139,39 @@ def _walk(base: str, url_base: str, rest: str, prefix: str, context_root: str,
             continue  # "//" is tolerated, as ap_find_path_info does
         fs_path = os.path.join(fs_path, seg)
         url = url + "/" + seg
-        try:
-            st = stat(fs_path)
-        except OSError:
-            raise NotFound("script not found or unable to stat: %s" % fs_path) from None
+        st = _stat(stat, fs_path)
         if stat_mod.S_ISDIR(st.st_mode):
             continue
         path_info = "/" + "/".join(segments[i + 1:]) if i + 1 < len(segments) else ""
-        if extensions is not None and os.path.splitext(fs_path)[1] not in extensions:
+        # AddHandler extensions are case-insensitive in Apache (mod_mime).
+        if extensions is not None and os.path.splitext(fs_path)[1].lower() not in {e.lower() for e in extensions}:
             raise Forbidden("Options ExecCGI is off in this directory: %s (extension not in cgi_extensions)"
-                            % fs_path)
+                            % fs_path, filename=fs_path)
         target = ScriptTarget(url, path_info, fs_path, prefix, context_root)
         return _checked(target, fs_path, base, accept_path_info, follow_symlinks, realpath)
-    raise Forbidden("attempt to invoke directory as script: %s" % fs_path)
+    raise Forbidden("attempt to invoke directory as script: %s" % fs_path, filename=fs_path)
+
+
+def _stat(stat: Callable[[str], os.stat_result], path: str) -> os.stat_result:
+    """stat, with Apache's answers: 403 when search permission is missing, else 404."""
+    try:
+        return stat(path)
+    except PermissionError:
+        raise Forbidden("access to %s denied because search permissions are missing on a component of the path"
+                        % path, filename=path) from None
+    except OSError:
+        raise NotFound("script not found or unable to stat: %s" % path, filename=path) from None
 
 
 def _checked(target: ScriptTarget, fs_path: str, root: str, accept_path_info: bool,
              follow_symlinks: bool, realpath: Callable[[str], str]) -> ScriptTarget:
     if target.path_info and not accept_path_info:
         raise NotFound("AcceptPathInfo off disallows user's path %r for %s"
-                       % (target.path_info, target.filename))
+                       % (target.path_info, target.filename), filename=target.filename)
     if not follow_symlinks:
         real_root = realpath(root)
         real = realpath(fs_path)
         if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
             raise Forbidden("symbolic link from %s leads outside %s (set cgi_follow_symlinks to allow it)"
-                            % (fs_path, root))
+                            % (fs_path, root), filename=fs_path)
     return target

@@ -1,0 +1,3 @@
+#!/usr/bin/perl
+# No header block at all.
+print "perl cgi\n";
