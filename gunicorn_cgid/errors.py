@@ -22,12 +22,13 @@ class CGIError(Exception):
     full_record: bool = False
 
     def __init__(self, message: str, *, status: int | None = None,
-                 headers: list[tuple[str, str]] | None = None) -> None:
+                 headers: list[tuple[str, str]] | None = None, filename: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if status is not None:
             self.status = status
         self.headers = headers or []
+        self.filename = filename  # the file the URL mapped to, when known (ScriptLog names it)
 
 
 class NotFound(CGIError):

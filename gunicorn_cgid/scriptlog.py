@@ -3,7 +3,17 @@
 Formatting is pure; ``append`` writes one record with one ``write`` on an
 ``O_APPEND`` descriptor so that records of several workers never interleave.
 Runs in the worker. Layout as mod_cgi's ``log_scripterror`` (short ``%error``
-record) and ``log_script`` (full record).
+record) and ``log_script`` (full record), byte for byte:
+
+* the date is ``apr_ctime``: local time, English names whatever the locale,
+  day of the month zero-padded (``Wed Jun 05 10:53:21 1996``);
+* ``%stdout`` holds what the script printed after the offending line as one
+  chunk, and like every chunk in Apache it is followed by ``\\n``, even when it
+  already ends with one; ``%stderr`` is likewise followed by ``\\n``.
+
+Deliberate differences: a body is written whole, NUL bytes included (Apache
+prints it as a C string, so it stops at the first NUL); a request line with
+an empty query (``/x?``) is logged without the ``?``.
 """
 
 from __future__ import annotations
@@ -12,71 +22,109 @@ import os
 import time
 from collections.abc import Iterable
 
+FILE_MODE = 0o644  # Apache: 0666 & ~umask; here never writable by group or others
 
-def _stamp(now: float) -> str:
-    return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(now))
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # time.struct_time.tm_wday order
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-def _first_lines(method: str, uri: str, query: str, protocol: str, status: int,
-                 filename: str, now: float) -> list[str]:
-    target = uri + ("?" + query if query else "")
-    return ["%%%% [%s] %s %s %s" % (_stamp(now), method, target, protocol),
-            "%%%% %d %s" % (status, filename)]
+def ctime(now: float) -> str:
+    """``apr_ctime``: ``Wed Jun 05 10:53:21 1996`` in local time, independent of the locale."""
+    t = time.localtime(now)
+    return "%s %s %02d %02d:%02d:%02d %d" % (
+        _DAYS[t.tm_wday], _MONTHS[t.tm_mon - 1], t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, t.tm_year)
+
+
+def _native(text: str) -> bytes:
+    """A path or message (undecodable bytes kept as surrogates) back to its bytes."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _wire(text: str) -> bytes:
+    """A WSGI string (one char per byte: query, header names and values) back to its bytes."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return _native(text)
+
+
+def _head(method: str, uri: str, query: str, protocol: str, status: int, filename: str,
+          now: float) -> bytes:
+    """``%% [date] METHOD uri?args PROTOCOL`` and ``%% STATUS filename``."""
+    target = _native(uri) + (b"?" + _wire(query) if query else b"")
+    return b"".join([
+        b"%% [", ctime(now).encode("ascii"), b"] ", _wire(method), b" ", target, b" ", _wire(protocol), b"\n",
+        b"%% ", b"%d" % status, b" ", _native(filename), b"\n"])
 
 
 def format_error(method: str, uri: str, query: str, protocol: str, status: int,
                  filename: str, message: str, now: float) -> bytes:
-    """The short record written for refusals (403, 404, exec failure, daemon unavailable)."""
-    lines = _first_lines(method, uri, query, protocol, status, filename, now)
-    lines += ["%error", message]
-    return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
+    """The short record: refusals (403, 404, exec failure, daemon unavailable) and each stderr line.
+
+    ``uri`` and ``filename`` are native strings (undecodable bytes as
+    surrogates), ``query`` a WSGI string.
+    """
+    return _head(method, uri, query, protocol, status, filename, now) + b"%error\n" + _native(message) + b"\n"
 
 
 def format_full(method: str, uri: str, query: str, protocol: str, status: int, filename: str,
                 request_headers: Iterable[tuple[str, str]], body: bytes,
                 response_headers: Iterable[tuple[str, str]], last_line: str,
                 stdout: bytes, stderr: bytes, now: float) -> bytes:
-    """The full record written when the script's output could not be used (500, 502, 504)."""
-    out = ["\n".join(_first_lines(method, uri, query, protocol, status, filename, now)).encode(
-        "utf-8", "surrogateescape") + b"\n%request\n"]
+    """The full record written when the script's output could not be used (500, 502, 504).
+
+    ``body`` is the start of the request body (already cut at
+    ``script_log_buffer``), shown for POST and PUT only; ``last_line`` the
+    last header line read (the offending one); ``stdout`` what followed it;
+    ``stderr`` the script's stderr not logged otherwise.
+    """
+    out = [_head(method, uri, query, protocol, status, filename, now), b"%request\n"]
     for name, value in request_headers:
-        out.append(("%s: %s\n" % (name, value)).encode("latin-1", "replace"))
+        out.append(_wire(name) + b": " + _wire(value) + b"\n")
     if method in ("POST", "PUT") and body:
         out.append(b"\n" + body + b"\n")
     out.append(b"%response\n")
     for name, value in response_headers:
-        out.append(("%s: %s\n" % (name, value)).encode("latin-1", "replace"))
+        out.append(_wire(name) + b": " + _wire(value) + b"\n")
     if last_line:
-        out.append(last_line.encode("latin-1", "replace") + b"\n")
+        out.append(_wire(last_line) + b"\n")
     if stdout:
-        out.append(b"%stdout\n" + stdout + (b"" if stdout.endswith(b"\n") else b"\n"))
+        out.append(b"%stdout\n" + stdout + b"\n")
     if stderr:
-        out.append(b"%stderr\n" + stderr + (b"" if stderr.endswith(b"\n") else b"\n"))
+        out.append(b"%stderr\n" + stderr + b"\n")
     return b"".join(out)
 
 
 def append(path: str, max_length: int, record: bytes) -> bool:
     """Append one record unless the log is already over ``max_length`` bytes; False if skipped.
 
-    ``-`` writes to stderr (for containers). As Apache, the size is checked
-    before writing, so the last record may overshoot the limit.
+    ``-`` writes to stderr (for containers), with no size limit. As Apache,
+    the size is checked before writing, so the last record may overshoot
+    the limit; a log that cannot be opened is skipped silently.
     """
     if path == "-":
-        try:
-            os.write(2, record)
-        except OSError:
-            return False
-        return True
+        return _write_all(2, record)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     except OSError:
         return False
     try:
         if os.fstat(fd).st_size > max_length:
             return False
-        os.write(fd, record)
-        return True
-    except OSError:
-        return False
+        return _write_all(fd, record)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, record: bytes) -> bool:
+    """One ``write`` for the record; more only if the kernel took part of it (disk full, signal)."""
+    view = memoryview(record)
+    try:
+        while view:
+            written = os.write(fd, view)
+            if written <= 0:
+                return False
+            view = view[written:]
+    except OSError:
+        return False
+    return True
