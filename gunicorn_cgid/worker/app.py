@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 from gunicorn_cgid import __version__, conditional, scriptlog, wire
 from gunicorn_cgid.environ import EnvOptions, build_argv, build_environ, native, redirect_environ, to_wire
@@ -45,11 +46,12 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         return _error_page(start_response, 503, [])
     opts = options_for(STATE.cfg)
     path = native(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+    raw_path = environ.get("RAW_URI", "").split("?", 1)[0]
     query = environ.get("QUERY_STRING", "")
     method = environ.get("REQUEST_METHOD", "GET")
     previous: dict[str, str] | None = None
     for _hop in range(MAX_REDIRECTS + 1):
-        run = ScriptRun(environ, opts, path, query, method, previous)
+        run = ScriptRun(environ, opts, path, raw_path, query, method, previous)
         try:
             result = run.start()
         except CGIError as err:
@@ -57,7 +59,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             return _error_page(start_response, err.status, err.headers)
         if isinstance(result, Redirect):
             previous = run.env
-            path, query, method = result.path, result.query, "GET"
+            raw_path, query, method = result.path, result.query, "GET"
+            path = native(unquote(raw_path, encoding="latin-1"))
             continue
         return result.respond(start_response)
     log.error("CGI internal redirect loop: more than %d redirects for %r", MAX_REDIRECTS,
@@ -77,11 +80,12 @@ class Redirect:
 class ScriptRun:
     """One script execution for one (possibly redirected) request."""
 
-    def __init__(self, environ: dict[str, Any], opts: Options, path: str, query: str,
+    def __init__(self, environ: dict[str, Any], opts: Options, path: str, raw_path: str, query: str,
                  method: str, previous: dict[str, str] | None) -> None:
         self.environ = environ
         self.opts = opts
         self.path = path
+        self.raw_path = raw_path
         self.query = query
         self.method = method
         self.previous = previous
@@ -95,9 +99,8 @@ class ScriptRun:
 
     def start(self) -> Redirect | Response | NphResponse:
         opts = self.opts
-        raw_path = self.environ.get("RAW_URI", "").split("?", 1)[0] if self.previous is None else self.path
         self.target = target = map_request(
-            self.path, raw_path, opts.aliases, opts.document_root, opts.extensions,
+            self.path, self.raw_path, opts.aliases, opts.document_root, opts.extensions,
             opts.accept_path_info, opts.follow_symlinks)
         interpreter = opts.interpreters.get(os.path.splitext(target.filename)[1])
         if interpreter is not None:
@@ -271,6 +274,9 @@ class ScriptRun:
                 log.error("CGI script %s (pid %d): no exit status from the daemon", self.filename, session.ch.pid)
             else:
                 self._account(exited)
+            if not session.wait_body(self.opts.timeout):
+                log.info("client of %s still sending its body: closing the connection", self.filename)
+                glue.cut_response(self.environ)
             if session.body_error:
                 log.info("Error writing request body to script %s: %s", self.filename, session.body_error)
         finally:
@@ -308,7 +314,7 @@ class ScriptRun:
         text = line.decode("utf-8", "backslashreplace")
         log.error("[client %s] stderr from %s: %s", _client(self.environ), self.filename, text)
         if self.opts.script_log:
-            self._write_scriptlog_error(self.status_for_log, "stderr from %s: %s" % (self.filename, text))
+            self._write_scriptlog_error(self.status_for_log, text)
 
     status_for_log = 200
 
@@ -323,28 +329,27 @@ class ScriptRun:
         if err.full_record:
             self._write_scriptlog_full(err.status)
         else:
-            self._write_scriptlog_error(err.status, err.message)
+            self._write_scriptlog_error(err.status, err.message, err.filename)
 
-    def _write_scriptlog_error(self, status: int, message: str) -> None:
+    def _write_scriptlog_error(self, status: int, message: str, filename: str | None = None) -> None:
         record = scriptlog.format_error(self.method, self.path, self.query,
                                         self.environ.get("SERVER_PROTOCOL", ""), status,
-                                        self.filename or self.path, message, time.time())
+                                        self.filename or filename or self.path, message, time.time())
         scriptlog.append(self.opts.script_log or "-", self.opts.script_log_length, record)
 
     def _write_scriptlog_full(self, status: int) -> None:
         headers = glue.raw_headers(self.environ) or []
         session_body = b""
-        stderr = b""
         if self._last_session is not None:
             session_body = bytes(self._last_session.body_head)
-            stderr = bytes(self._last_session.stderr_tail)
         lines = [ln.decode("latin-1") for ln in self.parser.lines]
-        response = [tuple(ln.split(":", 1)) for ln in lines[:-1] if ":" in ln]
+        # As Apache: the script's headers count only once the block is
+        # complete, so %response shows just the line that broke it; and
+        # stderr lines were each logged as they came, so %stderr stays empty.
         record = scriptlog.format_full(
             self.method, self.path, self.query, self.environ.get("SERVER_PROTOCOL", ""), status,
             self.filename, [(n.title(), v) for n, v in headers], session_body,
-            [(n, v.lstrip()) for n, v in response], lines[-1] if lines else "",
-            self._stdout_after_headers(), stderr, time.time())
+            [], lines[-1] if lines else "", self._stdout_after_headers(), b"", time.time())
         scriptlog.append(self.opts.script_log or "-", self.opts.script_log_length, record)
 
     _last_session: ScriptSession | None = None
@@ -453,9 +458,9 @@ class NphResponse:
         try:
             chunk = first
             while chunk:
-                if run.method != "HEAD":
-                    sock.sendall(chunk)
-                    sent += len(chunk)
+                # Raw means raw: a HEAD gets what the script wrote, as in Apache.
+                sock.sendall(chunk)
+                sent += len(chunk)
                 chunk = session.read()
             reason = wire.REASON_NONE
         except (IdleTimeout, ClientGone, DaemonLost, OSError) as exc:

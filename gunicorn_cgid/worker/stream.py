@@ -55,7 +55,6 @@ class ScriptSession:
         self.control_open = True
         self.last_activity = time.monotonic()
         self.stderr_buf = b""
-        self.stderr_tail = bytearray()  # the last stderr bytes, for ScriptLog
         self.body_error: str | None = None
         self.body_thread: Any = None
         self.watch_client = client is not None
@@ -108,6 +107,18 @@ class ScriptSession:
             self.body_error = self.body_error or "client read error: %s" % exc
         finally:
             self._close_stdin()
+
+    def wait_body(self, timeout: float) -> bool:
+        """Wait for the body thread to finish reading the request; False if it is still at it.
+
+        The request body must be fully read by us, or not at all, before the
+        server reuses the connection: two readers of one body would race.
+        """
+        thread = self.body_thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _keep(self, data: bytes) -> None:
         room = self.keep_body - len(self.body_head)
@@ -247,9 +258,6 @@ class ScriptSession:
     # -- stderr --------------------------------------------------------------
 
     def _on_stderr_bytes(self, data: bytes) -> None:
-        self.stderr_tail += data
-        if len(self.stderr_tail) > 2 * READ_BYTES:
-            del self.stderr_tail[:-READ_BYTES]
         buf = self.stderr_buf + data
         while True:
             nl = buf.find(b"\n")
