@@ -50,6 +50,7 @@ MIB = 1024 * 1024
 UPLOAD_SIZE = MIB
 BIG_SIZE = MIB
 READY_TIMEOUT = 30.0
+GUNICORN_WORKERS = 2
 STOP_TIMEOUT = 8.0
 
 
@@ -83,7 +84,8 @@ class Scenario:
     def check(self, status: int, body: bytes) -> str | None:
         """Return why a sample response is wrong, or None when it is right."""
         if status != 200:
-            return f"HTTP {status}: {body[:200]!r}"
+            title = re.search(rb"<title>(.*?)</title>", body, re.IGNORECASE | re.DOTALL)
+            return f"HTTP {status} {(title.group(1) if title else body[:80])!r}"
         if self.path.endswith("/big"):
             if len(body) != BIG_SIZE:
                 return f"body is {len(body)} bytes, expected {BIG_SIZE}"
@@ -114,6 +116,7 @@ class Result:
     p99_ms: float | None = None
     errors: int = 0
     error: str | None = None  # set when the row could not be measured
+    cpu_ms_per_req: float | None = None  # server processes only, not the CGIs
 
     @property
     def rps(self) -> float:
@@ -144,6 +147,35 @@ def _proc_stat(pid: int) -> tuple[int, int, int] | None:
     if fields[0] == "Z":
         return None
     return int(fields[1]), int(fields[3]), int(fields[19])
+
+
+def _cpu_ticks(pid: int) -> tuple[int, int] | None:
+    """(start time, user + system clock ticks) of a live process, or None."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[19]), int(fields[11]) + int(fields[12])
+
+
+def server_cpu(root: int) -> dict[int, tuple[int, int]]:
+    """CPU ticks of every process of a server, keyed by pid."""
+    out = {}
+    for pid in _related_processes(root):
+        ticks = _cpu_ticks(pid)
+        if ticks is not None:
+            out[pid] = ticks
+    return out
+
+
+def cpu_seconds_between(before: dict[int, tuple[int, int]],
+                        after: dict[int, tuple[int, int]]) -> float:
+    """CPU used between two snapshots by the processes alive in both: the
+    server's own long-lived processes, not the short-lived CGI programs."""
+    ticks = sum(a[1] - before[pid][1] for pid, a in after.items()
+                if pid in before and before[pid][0] == a[0])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _related_processes(root: int) -> dict[int, int]:
@@ -256,13 +288,44 @@ def wait_ready(server: Managed, port: int, deadline: float) -> None:
             if status == 200 and body == b"hello\n":
                 return
             last = f"HTTP {status}: {body[:200]!r}"
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() > deadline:
             raise BenchError(
                 f"{server.name} not ready after {READY_TIMEOUT:.0f}s ({last})"
                 f"\n{server.log_tail()}"
             )
+        time.sleep(0.1)
+
+
+def _cmdline(pid: int) -> bytes | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
+def wait_workers(server: Managed, expected: int, deadline: float) -> None:
+    """Wait until a gunicorn master has ``expected`` workers: they are its
+    children with its own command line (the CGI supervisor has another), and
+    the first one alone already answers the readiness request."""
+    master = server.proc.pid
+    while True:
+        argv = _cmdline(master)
+        workers = 0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                st = _proc_stat(int(entry.name))
+                if st is not None and st[0] == master and _cmdline(int(entry.name)) == argv:
+                    workers += 1
+        if workers >= expected:
+            return
+        if not server.alive():
+            raise BenchError(f"{server.name} exited with status {server.proc.returncode}"
+                             f":\n{server.log_tail()}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"{server.name} has {workers} of {expected} workers after"
+                             f" {READY_TIMEOUT:.0f}s\n{server.log_tail()}")
         time.sleep(0.1)
 
 
@@ -408,7 +471,23 @@ def gunicorn_supports(flag: str) -> bool:
     return flag in out.stdout
 
 
-def gunicorn_config(tmp: Path, port: int, worker: str) -> Path:
+def python_usable_by(user: str, group: str, tmp: Path) -> str | None:
+    """None when ``user`` can run this Python and import what the servers
+    import lazily, else why not (e.g. a Python installed under /root)."""
+    probe = "import resource, gevent, gunicorn.workers.gthread"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], user=user, group=group, extra_groups=[],
+            cwd=str(tmp), check=False, capture_output=True, text=True, timeout=60,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if done.returncode != 0:
+        return one_line(done.stderr) or f"exit status {done.returncode}"
+    return None
+
+
+def gunicorn_config(tmp: Path, port: int, worker: str, user: tuple[str, str] | None) -> Path:
     lines = [
         "from gunicorn_cgid.hooks import *  # noqa: F401,F403",
         "",
@@ -416,7 +495,7 @@ def gunicorn_config(tmp: Path, port: int, worker: str) -> Path:
         f"chdir = {str(tmp)!r}",
         f"script_sock = {str(tmp / 'run' / 'cgisock')!r}",
         'script_alias = {"/cgi-bin/": "cgi-bin/"}',
-        "workers = 2",
+        f"workers = {GUNICORN_WORKERS}",
         f"worker_class = {worker!r}",
         f"errorlog = {str(tmp / 'logs' / f'gunicorn-{worker}-error.log')!r}",
         'loglevel = "warning"',
@@ -425,24 +504,23 @@ def gunicorn_config(tmp: Path, port: int, worker: str) -> Path:
     ]
     if worker == "gthread":
         lines.append("threads = 16")
-    if os.geteuid() == 0:
+    if user is not None:
         # Like Apache's User/Group: workers and CGI scripts run unprivileged.
-        user, group = apache_identity()
-        lines += [f"user = {user!r}", f"group = {group!r}"]
+        lines += [f"user = {user[0]!r}", f"group = {user[1]!r}"]
     conf = tmp / f"gunicorn-{worker}.conf.py"
     conf.write_text("\n".join(lines) + "\n")
     return conf
 
 
-def start_gunicorn(tmp: Path, port: int, worker: str, no_ctl: bool) -> Managed:
-    conf = gunicorn_config(tmp, port, worker)
+def start_gunicorn(tmp: Path, port: int, worker: str, no_ctl: bool,
+                   user: tuple[str, str] | None) -> Managed:
+    conf = gunicorn_config(tmp, port, worker, user)
     argv = [sys.executable, "-m", "gunicorn", "-c", str(conf)]
     if no_ctl:
         argv.append("--no-control-socket")
     argv.append("gunicorn_cgid:app")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return Managed(f"gunicorn-cgid {worker}", argv,
                    tmp / "logs" / f"gunicorn-{worker}-stdout.log", env=env, cwd=str(tmp))
 
@@ -626,7 +704,7 @@ def preflight(server: Server) -> None:
         try:
             status, data = http_request(server.port, sc.method, sc.path, body, timeout=30)
             why = sc.check(status, data)
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             why = f"{type(exc).__name__}: {exc}"
         if why:
             server.broken[sc.path] = f"bad response: {why}"
@@ -650,7 +728,13 @@ def measure(server: Server, sc: Scenario, duration: float, warmup: float,
     try:
         if warmup > 0:
             once(warmup)
-        return once(duration)
+        root = server.proc.proc.pid if server.proc is not None else None
+        before = server_cpu(root) if root is not None else {}
+        res = once(duration)
+        if root is not None and res.requests:
+            cpu = cpu_seconds_between(before, server_cpu(root))
+            res.cpu_ms_per_req = cpu * 1e3 / res.requests
+        return res
     except BenchError as exc:
         return Result(error=one_line(str(exc)))
 
@@ -661,19 +745,22 @@ def fmt(value: float | None, digits: int) -> str:
 
 def render_table(rows: list[tuple[Scenario, str, Result]], note: str) -> str:
     out = [
-        "| scenario | server | req/s | MiB/s | p50 ms | p99 ms | errors | vs Apache |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | server | req/s | MiB/s | p50 ms | p99 ms | errors | vs Apache"
+        " | server CPU ms/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {sc.name: r.rps for sc, label, r in rows if label == "apache" and not r.error}
     for sc, label, r in rows:
         if r.error:
-            msg = r.error.replace("|", "\\|")
-            out.append(f"| {sc.name} | {label} | error: {msg} | | | | | |")
+            msg = r.error if len(r.error) <= 160 else r.error[:157] + "..."
+            msg = msg.replace("|", "\\|")
+            out.append(f"| {sc.name} | {label} | error: {msg} | | | | | | |")
             continue
         ratio = f"{r.rps / base[sc.name]:.2f}" if base.get(sc.name) else "-"
         out.append(
             f"| {sc.name} | {label} | {fmt(r.rps, 0)} | {fmt(r.mibps, 1)} | "
-            f"{fmt(r.p50_ms, 2)} | {fmt(r.p99_ms, 2)} | {r.errors} | {ratio} |"
+            f"{fmt(r.p50_ms, 2)} | {fmt(r.p99_ms, 2)} | {r.errors} | {ratio} | "
+            f"{fmt(r.cpu_ms_per_req, 2)} |"
         )
     return "\n".join(out) + "\n\n" + note + "\n"
 
@@ -705,10 +792,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated scenario names (or parts of names) to run")
     ap.add_argument("--python-client", action="store_true", help="do not use wrk even if present")
     ap.add_argument("--write", action="store_true", help="also write the table to bench/results.md")
+    ap.add_argument("--gunicorn-as-root", action="store_true",
+                    help="when root, do not give gunicorn-cgid an unprivileged user/group")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     args = ap.parse_args(argv)
 
     duration = 2.0 if args.quick else args.duration
+    if duration < 1 or args.rounds < 1:
+        ap.error("--duration must be at least 1 and --rounds at least 1")
     warmup = args.warmup if args.warmup is not None else (0.0 if args.quick else 1.0)
     wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(wanted) - {"apache", "gthread", "gevent"}
@@ -722,15 +813,32 @@ def main(argv: list[str] | None = None) -> int:
     # Turn termination signals into KeyboardInterrupt so the finally block
     # below always stops the servers (SIGINT too: a shell may start us with it
     # ignored; SIGHUP is left alone when ignored, as under nohup).
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        if sig != signal.SIGHUP or signal.getsignal(sig) != signal.SIG_IGN:
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    saved = {sig: signal.getsignal(sig) for sig in stop_signals}
+    for sig in stop_signals:
+        if sig != signal.SIGHUP or saved[sig] != signal.SIG_IGN:
             signal.signal(sig, _raise_interrupt)
 
+    load_at_start = os.getloadavg()[0]
     tmp = Path(tempfile.mkdtemp(prefix="gunicorn-cgid-bench-"))
     servers: list[Server] = []
     try:
         kinds = build_tree(tmp)
         no_ctl = gunicorn_supports("--no-control-socket")
+        gunicorn_user: tuple[str, str] | None = None
+        notes: list[str] = []
+        if os.geteuid() == 0 and any(label != "apache" for label in wanted):
+            if args.gunicorn_as_root:
+                notes.append("gunicorn-cgid ran as root (--gunicorn-as-root).")
+            else:
+                gunicorn_user = apache_identity()
+                why = python_usable_by(*gunicorn_user, tmp)
+                if why is not None:
+                    print(f"warning: {gunicorn_user[0]} cannot use {sys.executable} ({why});"
+                          " gunicorn-cgid runs as root instead", file=sys.stderr)
+                    notes.append(f"gunicorn-cgid ran as root: user {gunicorn_user[0]}"
+                                 f" cannot use {sys.executable}.")
+                    gunicorn_user = None
         for label in wanted:
             srv = Server(label if label == "apache" else f"gunicorn-cgid {label}", free_port())
             servers.append(srv)
@@ -738,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
                 if label == "apache":
                     srv.proc = start_apache(tmp, srv.port)
                 else:
-                    srv.proc = start_gunicorn(tmp, srv.port, label, no_ctl)
+                    srv.proc = start_gunicorn(tmp, srv.port, label, no_ctl, gunicorn_user)
             except BenchError as exc:
                 srv.error = one_line(str(exc))
         deadline = time.monotonic() + READY_TIMEOUT
@@ -747,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 wait_ready(srv.proc, srv.port, deadline)
+                if srv.label != "apache":
+                    wait_workers(srv.proc, GUNICORN_WORKERS, deadline)
                 preflight(srv)
             except BenchError as exc:
                 srv.error = one_line(str(exc))
@@ -765,7 +875,8 @@ def main(argv: list[str] | None = None) -> int:
                     res = measure(srv, sc, duration, warmup, tmp, use_wrk)
                     runs.setdefault((sc.name, srv.label), []).append(res)
                     state = res.error or (f"{res.rps:,.0f} req/s  p99 {fmt(res.p99_ms, 2)} ms"
-                                          f"  errors {res.errors}")
+                                          f"  errors {res.errors}"
+                                          f"  cpu {fmt(res.cpu_ms_per_req, 2)} ms/req")
                     print(f"[{rnd + 1}/{args.rounds}] {sc.name:<22} {srv.label:<22} {state}",
                           file=sys.stderr, flush=True)
 
@@ -776,10 +887,12 @@ def main(argv: list[str] | None = None) -> int:
                 good = sorted((r for r in results if not r.error), key=lambda r: r.rps)
                 rows.append((sc, srv.label, good[(len(good) - 1) // 2] if good else results[-1]))
         note = (
-            f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, {client}, "
+            f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs"
+            f" (load average {load_at_start:.1f} at start), {client}, "
             f"{duration:g}s per run after {warmup:g}s warm-up, {args.rounds} round(s)"
             + (" (median by req/s)" if args.rounds > 1 else "")
             + f", {'static' if set(kinds.values()) == {'static'} else 'dynamic'} C CGIs."
+            + "".join(" " + n for n in notes)
         )
         table = render_table(rows, note)
         print(table)
@@ -793,10 +906,12 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted, stopping servers", file=sys.stderr)
         return 130
     finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for sig in stop_signals:  # cleanup must not be cut short
+            signal.signal(sig, signal.SIG_IGN)
         while _STARTED:
             _STARTED.pop().stop()
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
         if args.keep_tmp:
             print(f"kept {tmp}", file=sys.stderr)
         else:
