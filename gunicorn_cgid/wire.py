@@ -117,12 +117,27 @@ def _strings(items: tuple[bytes, ...] | list[bytes]) -> bytes:
     return b"".join(parts)
 
 
+_U32_MAX = 0xFFFFFFFF
+_I64_MAX = 0x7FFFFFFFFFFFFFFF
+
+
+def _u32(value: int) -> int:
+    # Settings have no upper bound: a timeout of 50 days (4.3e9 ms) is
+    # "practically never", not a reason to fail every request.
+    return min(max(int(value), 0), _U32_MAX)
+
+
+def _limit(value: int) -> int:
+    return -1 if value < 0 else min(int(value), _I64_MAX)
+
+
 def encode_spawn(req: SpawnRequest) -> bytes:
+    """The SPAWN frame; numbers past their field's range are clamped to it."""
     fixed = _SPAWN_FIXED.pack(
-        MAGIC, req.max_runtime_ms, req.kill_grace_ms, req.queue_timeout_ms,
-        req.rlimit_cpu, req.rlimit_mem, req.rlimit_nproc, req.master_pid)
+        MAGIC, _u32(req.max_runtime_ms), _u32(req.kill_grace_ms), _u32(req.queue_timeout_ms),
+        _limit(req.rlimit_cpu), _limit(req.rlimit_mem), _limit(req.rlimit_nproc), _u32(req.master_pid))
     body = b"".join((
-        fixed, _U32.pack(req.max_scripts),
+        fixed, _U32.pack(_u32(req.max_scripts)),
         _strings([req.filename, req.cwd]), _strings(req.argv), _strings(req.env),
     ))
     return frame(SPAWN, body)

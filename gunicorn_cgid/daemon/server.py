@@ -26,6 +26,7 @@ from gunicorn_cgid.daemon import spawn
 from gunicorn_cgid.daemon.log import log
 
 REQUEST_READ_SECONDS = 10.0  # a worker sends its whole request at once
+MAX_WAIT_SECONDS = 3600.0    # epoll takes an int of milliseconds: ~24.8 days at most
 RECV_BYTES = 65536
 _FDS_SPACE = socket.CMSG_SPACE(wire.SPAWN_FDS * array.array("i").itemsize)
 _UCRED = struct.Struct("3i")
@@ -35,7 +36,7 @@ class Conn:
     """One worker connection: at most one script."""
 
     __slots__ = ("sock", "peer", "decoder", "fds", "req", "proc", "pid", "started",
-                 "deadline", "state", "kill_reason", "exited")
+                 "deadline", "state", "kill_reason", "leftovers")
 
     def __init__(self, sock: socket.socket, peer: tuple[int, int, int]) -> None:
         self.sock = sock
@@ -49,7 +50,7 @@ class Conn:
         self.deadline: float | None = time.monotonic() + REQUEST_READ_SECONDS
         self.state = "reading"  # reading -> queued -> running -> exited
         self.kill_reason = wire.REASON_NONE
-        self.exited = False
+        self.leftovers = False  # its process group outlived it (checked when it was reaped)
 
     def close_fds(self) -> None:
         for fd in self.fds:
@@ -75,7 +76,7 @@ class Daemon:
         self.conns: dict[int, Conn] = {}       # fileno -> conn
         self.running: dict[int, Conn] = {}     # pid -> conn
         self.queue: deque[Conn] = deque()
-        self.kills: dict[int, float] = {}      # pgid -> when to send SIGKILL
+        self.kills: dict[int, tuple[float, Conn]] = {}  # pgid -> (when to send SIGKILL, whose group)
         self.stopping: float | None = None     # deadline of a graceful stop
         self.wake_r, self.wake_w = socket.socketpair()
 
@@ -118,9 +119,17 @@ class Daemon:
             self._reap()
         if signal.SIGINT in sigs:
             log("info", "cgid daemon stopping now: killing %d script(s)", len(self.running))
-            self._kill_everything(signal.SIGKILL)
-            self._reap()
             self.stopping = time.monotonic()
+            groups = self._all_groups()
+            self.queue.clear()
+            # Connections first: a worker must learn that the daemon is gone
+            # (502) before its script's output ends (which reads as a script
+            # that printed no headers).
+            for conn in list(self.conns.values()):
+                self._close(conn)
+            for pgid in groups:
+                spawn.signal_group(pgid, signal.SIGKILL)
+            self._reap()
         elif signal.SIGTERM in sigs and self.stopping is None:
             self._begin_stop()
 
@@ -137,6 +146,9 @@ class Daemon:
         for conn in list(self.running.values()):
             conn.kill_reason = wire.REASON_SHUTDOWN
             self._kill_group(conn.pid, conn)
+        for conn in list(self.conns.values()):
+            if conn.state == "exited" and conn.leftovers:
+                self._kill_group(conn.pid, conn)
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):
@@ -166,13 +178,17 @@ class Daemon:
         if conn is None:
             return
         try:
-            data, ancdata, _flags, _addr = sock.recvmsg(RECV_BYTES, _FDS_SPACE)
+            data, ancdata, flags, _addr = sock.recvmsg(RECV_BYTES, _FDS_SPACE)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            data, ancdata = b"", []
+            data, ancdata, flags = b"", [], 0
             log("debug", "ScriptSock read failed: %s", exc)
         received = _fds_from(ancdata)
+        if flags & socket.MSG_CTRUNC:
+            _close_all(received)  # the kernel closed the ones that did not fit
+            self._drop(conn, "more than %d file descriptors" % wire.SPAWN_FDS)
+            return
         if received:
             if conn.state != "reading" or conn.fds:
                 _close_all(received)
@@ -251,7 +267,7 @@ class Daemon:
             self._drop(conn, "bad KILL frame: %s" % exc)
             return
         if conn.state == "running":
-            conn.kill_reason = reason
+            conn.kill_reason = reason or wire.REASON_KILLED
             self._kill_group(conn.pid, conn)
         elif conn.state == "queued":
             self.queue.remove(conn)
@@ -265,23 +281,31 @@ class Daemon:
             log("info", "worker closed the connection of running CGI script %s: killing its process group",
                 conn.describe())
             self._kill_group(conn.pid, conn)
-        elif conn.state == "exited" and conn.pid and not self._pgid_in_use(conn.pid):
+        elif conn.state == "exited" and conn.leftovers and not self._pgid_in_use(conn.pid):
             # The script has exited; what is left of its group is a leftover.
-            if spawn.signal_group(conn.pid, signal.SIGTERM):
+            if self._kill_group(conn.pid, conn):
                 log("info", "killing processes left behind by CGI script %s", conn.describe())
-                self.kills[conn.pid] = time.monotonic() + (conn.req.kill_grace_ms if conn.req else 3000) / 1000.0
         elif conn.state == "queued":
             self.queue.remove(conn)
+        elif conn.state == "reading" and (conn.decoder.pending or conn.fds):
+            log("error", "dropped ScriptSock connection from pid %d: closed in the middle of a request"
+                " (%d bytes, %d descriptors)", conn.peer[0], conn.decoder.pending, len(conn.fds))
         self._close(conn)
 
     # -- scripts -------------------------------------------------------------
 
-    def _kill_group(self, pgid: int, conn: Conn | None) -> None:
-        if pgid <= 1 or pgid in self.kills:
-            return
-        if spawn.signal_group(pgid, signal.SIGTERM):
-            grace = (conn.req.kill_grace_ms if conn and conn.req else 3000) / 1000.0
-            self.kills[pgid] = time.monotonic() + grace
+    def _kill_group(self, pgid: int, conn: Conn) -> bool:
+        """SIGTERM the group now, SIGKILL after the grace; False if it is empty."""
+        if pgid <= 1:
+            return False
+        pending = self.kills.get(pgid)
+        if pending is not None and pending[1] is conn:
+            return True  # already on its way
+        if not spawn.signal_group(pgid, signal.SIGTERM):
+            return False
+        grace = (conn.req.kill_grace_ms if conn.req else 3000) / 1000.0
+        self.kills[pgid] = (time.monotonic() + grace, conn)
+        return True
 
     def _pgid_in_use(self, pgid: int) -> bool:
         return pgid in self.running
@@ -305,6 +329,9 @@ class Daemon:
                 conn.proc = None
             conn.state = "exited"
             conn.deadline = None
+            # Checked now, while no other process can take this pgid: once the
+            # group is empty its number may go to a new process.
+            conn.leftovers = spawn.group_alive(pid)
             info = wire.Exited(
                 wait_status=status,
                 wall_us=int((time.monotonic() - conn.started) * 1e6),
@@ -318,7 +345,7 @@ class Daemon:
             self._start_queued()
 
     def _start_queued(self) -> None:
-        while self.queue:
+        while self.queue and self.stopping is None:
             head = self.queue[0]
             assert head.req is not None
             if head.req.max_scripts and len(self.running) >= head.req.max_scripts:
@@ -326,29 +353,37 @@ class Daemon:
             self.queue.popleft()
             self._spawn(head)
 
+    def _all_groups(self) -> set[int]:
+        """Every process group we answer for: running scripts, pending kills, leftovers."""
+        groups = set(self.running) | set(self.kills)
+        groups.update(c.pid for c in self.conns.values() if c.state == "exited" and c.leftovers)
+        return groups
+
     def _kill_everything(self, sig: int) -> None:
-        for pid in list(self.running):
-            spawn.signal_group(pid, sig)
-        for pgid in list(self.kills):
+        for pgid in self._all_groups():
             spawn.signal_group(pgid, sig)
 
     # -- timers --------------------------------------------------------------
 
     def _next_timeout(self) -> float | None:
         times = [c.deadline for c in self.conns.values() if c.deadline is not None]
-        times.extend(self.kills.values())
+        times.extend(when for when, _owner in self.kills.values())
         if self.stopping is not None:
             times.append(self.stopping)
         if not times:
             return None
-        return max(0.0, min(times) - time.monotonic())
+        # A far deadline (cgi_max_runtime of weeks) is simply waited for in steps.
+        return min(MAX_WAIT_SECONDS, max(0.0, min(times) - time.monotonic()))
 
     def _run_timers(self) -> None:
         now = time.monotonic()
-        for pgid, when in list(self.kills.items()):
+        for pgid, (when, owner) in list(self.kills.items()):
             if when <= now:
                 del self.kills[pgid]
-                if spawn.group_alive(pgid) and (pgid not in self.running or self.running[pgid].kill_reason):
+                current = self.running.get(pgid)
+                if current is not None and current is not owner:
+                    continue  # the number now belongs to a newer script's group
+                if spawn.group_alive(pgid):
                     log("warning", "CGI process group %d didn't exit, sending SIGKILL", pgid)
                     spawn.signal_group(pgid, signal.SIGKILL)
         for conn in list(self.conns.values()):

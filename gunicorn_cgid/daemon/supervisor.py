@@ -25,6 +25,7 @@ import time
 
 from gunicorn_cgid.daemon import spawn
 from gunicorn_cgid.daemon.log import log
+from gunicorn_cgid.daemon.server import Daemon  # imported once here, not in every restarted daemon
 
 DAEMON_STARTUP_ERROR = 254
 LISTEN_BACKLOG = 1024
@@ -32,6 +33,13 @@ READY_TIMEOUT_SECONDS = 10.0
 MIN_UPTIME_SECONDS = 1.0       # a daemon dying sooner than this backs off
 MAX_BACKOFF_SECONDS = 0.5
 STOP_TIMEOUT_SECONDS = 30.0
+# Scripts of a dead daemon: SIGTERM after a short delay, so that their workers
+# see the daemon's connection close before the script's output does (and
+# answer 502, not "End of script output before headers"); a spawn the daemon
+# had not finished also holds copies of its sockets until it execs. Then
+# SIGKILL after the grace.
+ORPHAN_TERM_DELAY_SECONDS = 0.1
+ORPHAN_KILL_GRACE_SECONDS = 3.0
 SUN_PATH_MAX = 107
 
 
@@ -103,6 +111,11 @@ class Supervisor:
         self.restart_at: float | None = None
         self.stopping = False
         self.wake_r, self.wake_w = socket.socketpair()
+        self.sel: selectors.BaseSelector | None = None
+        self.ready_fds: set[int] = set()      # readiness pipes of restarted daemons
+        self.orphan_term_at: float | None = None
+        self.orphan_kill_at: float | None = None
+        self.sock_ino = _inode(path)           # to remove only the socket we bound
 
     def start_daemon(self) -> int:
         """Fork the daemon; returns the read end of its readiness pipe."""
@@ -147,16 +160,24 @@ class Supervisor:
         signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, _noop)
-        sel = selectors.DefaultSelector()
+        self.sel = sel = selectors.DefaultSelector()
         sel.register(self.wake_r, selectors.EVENT_READ, "wake")
         sel.register(self.life_fd, selectors.EVENT_READ, "life")
-        self._reap()  # a signal may have come before the handlers existed
+        if self._reap():  # a signal may have come before the handlers existed
+            self._remove_socket()
+            return 1
         while True:
             timeout = 1.0
-            if self.restart_at is not None:
-                timeout = max(0.0, min(timeout, self.restart_at - time.monotonic()))
+            for when in (self.restart_at, self.orphan_term_at, self.orphan_kill_at):
+                if when is not None:
+                    timeout = max(0.0, min(timeout, when - time.monotonic()))
             for key, _ in sel.select(timeout):
-                if key.data == "life":
+                if isinstance(key.data, int):
+                    # A restarted daemon's readiness report (or EOF if it died first).
+                    self.ready_fds.discard(key.data)
+                    sel.unregister(key.data)
+                    os.close(key.data)
+                elif key.data == "life":
                     if not os.read(self.life_fd, 64):
                         log("info", "gunicorn master %d is gone: stopping the CGI daemon and its scripts",
                             self.master_pid)
@@ -178,10 +199,23 @@ class Supervisor:
             if os.getppid() != self.master_pid:
                 log("info", "gunicorn master %d is gone: stopping the CGI daemon", self.master_pid)
                 return self.stop(fast=True)
+            if self.orphan_term_at is not None and time.monotonic() >= self.orphan_term_at:
+                self.orphan_term_at = None
+                count = self.kill_orphans(signal.SIGTERM)
+                if count:
+                    log("warning", "killing %d process group(s) left by the dead cgid daemon", count)
+                    self.orphan_kill_at = time.monotonic() + ORPHAN_KILL_GRACE_SECONDS
+            if self.orphan_kill_at is not None and time.monotonic() >= self.orphan_kill_at:
+                self.orphan_kill_at = None
+                if self.kill_orphans(signal.SIGKILL):
+                    log("warning", "scripts of the dead cgid daemon didn't exit, sent SIGKILL")
             if self.restart_at is not None and time.monotonic() >= self.restart_at:
                 self.restart_at = None
+                # Kept open until the daemon reports: closing it at once would
+                # make the daemon's readiness write fail with EPIPE.
                 ready = self.start_daemon()
-                os.close(ready)
+                self.ready_fds.add(ready)
+                sel.register(ready, selectors.EVENT_READ, ready)
 
     def _reap(self) -> bool:
         """Reap children; schedule a restart if the daemon died. True if it is FATAL."""
@@ -197,6 +231,9 @@ class Supervisor:
             self.daemon_pid = 0
             if self.stopping:
                 continue
+            # Its scripts are ours now (we are the subreaper) and nobody will
+            # ever report their exit: their workers have lost the connection.
+            self.orphan_term_at = time.monotonic() + ORPHAN_TERM_DELAY_SECONDS
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == DAEMON_STARTUP_ERROR:
                 log("critical", "cgid daemon failed to initialize; not restarting it")
                 return True
@@ -225,8 +262,25 @@ class Supervisor:
                 time.sleep(0.01)
             else:
                 os.kill(self.daemon_pid, signal.SIGKILL)
+        # Whatever the daemon left behind (scripts it had no time to kill,
+        # leftovers re-parented to us) goes with it.
+        self.kill_orphans(signal.SIGKILL)
         self._remove_socket()
         return 0
+
+    def kill_orphans(self, sig: int) -> int:
+        """Signal the process group of each child that is not the daemon; returns how many."""
+        own_group = os.getpgrp()
+        count = 0
+        for pid in _children(os.getpid()):
+            if pid == self.daemon_pid:
+                continue
+            pgid = _pgid(pid)
+            if pgid <= 0:
+                continue
+            if spawn.signal_group(pgid, sig) if pgid != own_group else _signal(pid, sig):
+                count += 1
+        return count
 
     def _remove_socket(self) -> None:
         try:
@@ -239,14 +293,16 @@ class Supervisor:
 
 def run_daemon(sup: Supervisor, ready_w: int) -> int:
     """In the forked daemon: drop privileges, then serve until told to stop."""
-    from gunicorn_cgid.daemon.server import Daemon
-
     for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
     sup.wake_r.close()
     sup.wake_w.close()
     os.close(sup.life_fd)
+    if sup.sel is not None:
+        sup.sel.close()
+    for fd in sup.ready_fds:
+        os.close(fd)
     spawn.die_with_parent(signal.SIGINT)
     if os.getppid() == 1:
         return 0
@@ -256,15 +312,72 @@ def run_daemon(sup: Supervisor, ready_w: int) -> int:
     except OSError as exc:
         msg = "cgid daemon cannot drop privileges to %s: %s" % (spawn.describe_ids(sup.uid, sup.gid), exc)
         log("critical", "%s", msg)
-        os.write(ready_w, msg.encode())
+        _report(ready_w, msg.encode())
         return DAEMON_STARTUP_ERROR
-    os.write(ready_w, b"ok")
-    os.close(ready_w)
+    _report(ready_w, b"ok")
+    supervisor_pid = os.getppid()
     daemon = Daemon(sup.listener, sup.master_pid)
     log("info", "cgid daemon %d serving %s as %s", os.getpid(), sup.path,
         spawn.describe_ids(os.geteuid(), os.getegid()))
     daemon.serve()
+    if os.getppid() != supervisor_pid and sup.sock_ino and _inode(sup.path) == sup.sock_ino:
+        # The supervisor was killed: nobody else will remove the socket it bound.
+        sup._remove_socket()
     return 0
+
+
+def _report(ready_w: int, data: bytes) -> None:
+    """Tell the supervisor how the start went; it may have stopped listening."""
+    try:
+        os.write(ready_w, data)
+    except OSError:
+        pass
+    finally:
+        os.close(ready_w)
+
+
+def _inode(path: str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    out = []  # kernels without CONFIG_PROC_CHILDREN
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and _stat_fields(int(entry))[1:2] == [str(pid)]:
+            out.append(int(entry))
+    return out
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: state, ppid, pgrp..."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return 0
+
+
+def _signal(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _describe_status(status: int) -> str:

@@ -1,0 +1,454 @@
+"""The CGI daemon against a hostile or broken peer on its ScriptSock.
+
+Each test talks to the socket of a real server (``<root>/run/cgisock.<master
+pid>``) while HTTP requests keep going through the same daemon: every bad
+connection is dropped with a log line, the daemon survives (same pid),
+nobody else is delayed, and its descriptor count returns to where it was.
+"""
+
+from __future__ import annotations
+
+import array
+import os
+import socket
+import struct
+import threading
+import time
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gunicorn_cgid import wire
+
+from .conftest import CGI_BIN, Server, descendants, pid_alive, wait_until
+
+ME = os.getpid()
+RECV_TIMEOUT = 5.0
+READ_DEADLINE = 10.0  # the daemon's REQUEST_READ_SECONDS
+
+
+# -- helpers -----------------------------------------------------------------
+
+def sock_path(srv: Server) -> str:
+    return str(srv.root / "run" / ("cgisock.%d" % srv.pid))
+
+
+def connect(srv: Server) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(RECV_TIMEOUT)
+    s.connect(sock_path(srv))
+    return s
+
+
+def fd_count(pid: int) -> int:
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def request(srv: Server, script: str, query: str = "", master_pid: int | None = None, magic_ok: bool = True,
+            ) -> bytes:
+    filename = str(CGI_BIN / script).encode()
+    req = wire.SpawnRequest(
+        filename=filename, cwd=str(CGI_BIN).encode(), argv=(filename,),
+        env=(b"CGID_TEST_MARKER=" + str(srv.root).encode(), b"QUERY_STRING=" + query.encode(),
+             b"PATH=/usr/bin:/bin"),
+        kill_grace_ms=500, master_pid=srv.pid if master_pid is None else master_pid)
+    data = wire.encode_spawn(req)
+    if not magic_ok:
+        data = data[:wire.HEADER.size] + b"XXXX" + data[wire.HEADER.size + 4:]
+    return data
+
+
+def send_with_fds(s: socket.socket, data: bytes, fds: list[int]) -> None:
+    s.sendmsg([data[:wire.HEADER.size]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
+    s.sendall(data[wire.HEADER.size:])
+
+
+class Stdio:
+    """Three socketpairs: the script's ends travel to the daemon, ours stay here."""
+
+    def __init__(self) -> None:
+        pairs = [socket.socketpair() for _ in range(3)]
+        self.ours = [a for a, _ in pairs]
+        self.theirs = [b for _, b in pairs]
+        for s in self.ours:
+            s.settimeout(RECV_TIMEOUT)
+
+    def fds(self) -> list[int]:
+        return [s.fileno() for s in self.theirs]
+
+    def handed_over(self) -> None:
+        for s in self.theirs:
+            s.close()
+
+    def close(self) -> None:
+        for s in self.ours + self.theirs:
+            s.close()
+
+
+def read_frames(s: socket.socket, want: int = 1) -> list[wire.Frame]:
+    dec = wire.reply_decoder()
+    frames: list[wire.Frame] = []
+    while len(frames) < want:
+        data = s.recv(4096)
+        if not data:
+            break
+        frames += dec.feed(data)
+    return frames
+
+
+def dropped(s: socket.socket, timeout: float = RECV_TIMEOUT) -> bool:
+    """True once the daemon has closed its end (EOF or reset), reading past anything it sent."""
+    s.settimeout(timeout)
+    try:
+        while s.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def log_has(srv: Server, text: str, timeout: float = 5.0) -> None:
+    wait_until(lambda: text in srv.errorlog.read_text(errors="replace"), timeout, interval=0.02,
+               what="%r in the daemon log" % text)
+
+
+class Traffic:
+    """HTTP requests back to back in a thread, recording each status and latency."""
+
+    def __init__(self, srv: Server) -> None:
+        self.srv = srv
+        self.stop_flag = threading.Event()
+        self.results: list[tuple[object, float]] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_flag.is_set():
+            start = time.monotonic()
+            try:
+                status: object = self.srv.get("/cgi-bin/life-ok.sh", timeout=15)[0]
+            except BaseException as exc:  # recorded, asserted on by the test
+                status = exc
+            self.results.append((status, time.monotonic() - start))
+
+    def stop(self) -> list[tuple[object, float]]:
+        self.stop_flag.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+        assert self.results, "no request completed"
+        return self.results
+
+
+def baseline(srv: Server) -> tuple[int, int]:
+    """(daemon pid, its fd count) once it is idle."""
+    assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+    daemon = srv.daemon_pid()
+    return daemon, fd_count(daemon)
+
+
+def back_to_baseline(srv: Server, daemon: int, fds: int) -> None:
+    assert srv.daemon_pid() == daemon, "the daemon was restarted: it crashed"
+    wait_until(lambda: fd_count(daemon) == fds, 5, what="the daemon's fd count back to %d (now %d)"
+               % (fds, fd_count(daemon)))
+    assert "cgid daemon crashed" not in srv.log()
+    assert "cgid daemon process died" not in srv.log()
+
+
+# -- bad frames ----------------------------------------------------------------
+
+def _garbage(srv: Server) -> str:
+    s = connect(srv)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert dropped(s)
+    s.close()
+    return "dropped ScriptSock connection from pid %d: bad frame: unexpected frame kind" % ME
+
+
+def _reply_kind(srv: Server) -> str:
+    s = connect(srv)
+    s.sendall(wire.encode_started(1))  # a daemon's frame, sent to the daemon
+    assert dropped(s)
+    s.close()
+    return "dropped ScriptSock connection from pid %d: bad frame: unexpected frame kind 0x50" % ME
+
+
+def _oversize(srv: Server) -> str:
+    s = connect(srv)
+    s.sendall(struct.pack(">IB", 0xFFFFFFFF, wire.SPAWN) + b"\0" * 100)
+    assert dropped(s)
+    s.close()
+    return "bad frame: frame of 4294967295 bytes exceeds %d" % wire.MAX_REQUEST_FRAME_BYTES
+
+
+def _truncated_then_close(srv: Server) -> str:
+    data = request(srv, "life-ok.sh")
+    s = connect(srv)
+    s.sendall(data[:len(data) // 2])
+    s.close()
+    return "dropped ScriptSock connection from pid %d: closed in the middle of a request (%d bytes" % (
+        ME, len(data) // 2)
+
+
+def _truncated_with_fds_then_half_close(srv: Server) -> str:
+    data = request(srv, "life-ok.sh")
+    io = Stdio()
+    s = connect(srv)
+    s.sendmsg([data[:7]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", io.fds()).tobytes())])
+    io.handed_over()
+    s.shutdown(socket.SHUT_WR)
+    assert dropped(s)
+    # The daemon closed the three descriptors it held: our ends see EOF.
+    assert all(o.recv(1) == b"" for o in io.ours[1:])
+    s.close()
+    io.close()
+    return "closed in the middle of a request (7 bytes, 3 descriptors)"
+
+
+def _spawn_without_fds(srv: Server) -> str:
+    s = connect(srv)
+    s.sendall(request(srv, "life-ok.sh"))
+    (fr,) = read_frames(s)
+    assert fr.kind == wire.FAILED
+    failed = wire.decode_failed(fr.payload)
+    assert failed.code == wire.FAIL_REQUEST and "expected 3 file descriptors, got 0" in failed.message
+    assert dropped(s)
+    s.close()
+    return "expected 3 file descriptors, got 0"
+
+
+def _too_many_fds(srv: Server) -> str:
+    extra = [os.open(os.devnull, os.O_RDONLY) for _ in range(5)]
+    try:
+        s = connect(srv)
+        send_with_fds(s, request(srv, "life-ok.sh"), extra)
+        assert dropped(s)
+        s.close()
+    finally:
+        for fd in extra:
+            os.close(fd)
+    return "dropped ScriptSock connection from pid %d: more than 3 file descriptors" % ME
+
+
+def _fds_twice(srv: Server) -> str:
+    data = request(srv, "life-ok.sh")
+    io = Stdio()
+    s = connect(srv)
+    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", io.fds()).tobytes())]
+    s.sendmsg([data[:3]], rights)
+    s.sendmsg([data[3:6]], rights)
+    io.handed_over()
+    assert dropped(s)
+    s.close()
+    io.close()
+    return "dropped ScriptSock connection from pid %d: file descriptors sent twice" % ME
+
+
+def _bad_magic(srv: Server) -> str:
+    io = Stdio()
+    s = connect(srv)
+    send_with_fds(s, request(srv, "life-ok.sh", magic_ok=False), io.fds())
+    io.handed_over()
+    (fr,) = read_frames(s)
+    assert wire.decode_failed(fr.payload).code == wire.FAIL_REQUEST
+    assert dropped(s)
+    s.close()
+    io.close()
+    return "error reading request on cgid socket: bad magic 0x58585858"
+
+
+def _wrong_master(srv: Server) -> str:
+    io = Stdio()
+    s = connect(srv)
+    send_with_fds(s, request(srv, "life-ok.sh", master_pid=srv.pid + 100000), io.fds())
+    io.handed_over()
+    (fr,) = read_frames(s)
+    assert "wrong server instance" in wire.decode_failed(fr.payload).message
+    assert dropped(s)
+    s.close()
+    io.close()
+    return "CGI request received from wrong server instance (master %d" % (srv.pid + 100000)
+
+
+def _bad_kill(srv: Server) -> str:
+    s = connect(srv)
+    s.sendall(wire.frame(wire.KILL, b""))  # a KILL without its reason byte
+    assert dropped(s)
+    s.close()
+    return "dropped ScriptSock connection from pid %d: bad KILL frame: truncated payload" % ME
+
+
+def _max_size_garbage(srv: Server) -> str:
+    s = connect(srv)
+    s.sendall(wire.HEADER.pack(wire.MAX_REQUEST_FRAME_BYTES, wire.SPAWN) + b"\xff" * wire.MAX_REQUEST_FRAME_BYTES)
+    (fr,) = read_frames(s)
+    assert wire.decode_failed(fr.payload).code == wire.FAIL_REQUEST
+    assert dropped(s)
+    s.close()
+    return "error reading request on cgid socket: bad magic 0xffffffff"
+
+
+CASES = [_garbage, _reply_kind, _oversize, _truncated_then_close, _truncated_with_fds_then_half_close,
+         _spawn_without_fds, _too_many_fds, _fds_twice, _bad_magic, _wrong_master, _bad_kill, _max_size_garbage]
+
+
+def test_bad_peers_are_dropped_and_nobody_notices(serve):
+    srv = serve("gthread")
+    daemon, fds = baseline(srv)
+    traffic = Traffic(srv)
+    try:
+        for case in CASES:
+            expected = case(srv)
+            log_has(srv, expected)
+    finally:
+        results = traffic.stop()
+    failures = [r for r in results if r[0] != 200]
+    slowest = max(latency for _, latency in results)
+    print("\n%d requests during the bad peers, %d failures, slowest %.0f ms; daemon fds %d -> %d"
+          % (len(results), len(failures), slowest * 1000, fds, fd_count(daemon)))
+    assert not failures, failures[:5]
+    assert slowest < 1.0
+    back_to_baseline(srv, daemon, fds)
+
+
+def test_second_spawn_on_a_running_connection_kills_its_script(serve):
+    srv = serve("gthread")
+    daemon, fds = baseline(srv)
+    io = Stdio()
+    s = connect(srv)
+    send_with_fds(s, request(srv, "sleep.sh", "30"), io.fds())
+    io.handed_over()
+    (fr,) = read_frames(s)
+    pid = wire.decode_started(fr.payload)
+    tree = wait_until(lambda: (lambda t: t if len(t) >= 3 else None)([pid] + descendants(pid)), 5,
+                      what="the script and its children")
+    s.sendall(request(srv, "life-ok.sh"))
+    log_has(srv, "dropped ScriptSock connection from pid %d: second SPAWN on one connection" % ME)
+    wait_until(lambda: not any(pid_alive(p) for p in tree), 2, what="the script tree to be killed")  # type: ignore
+    s.close()
+    io.close()
+    back_to_baseline(srv, daemon, fds)
+
+
+# -- the protocol, spoken correctly ---------------------------------------------
+
+def test_direct_spawn_reports_pid_and_exit_status(serve):
+    srv = serve("gthread")
+    daemon, fds = baseline(srv)
+    io = Stdio()
+    s = connect(srv)
+    send_with_fds(s, request(srv, "exit7.sh"), io.fds())
+    io.handed_over()
+    io.ours[0].close()  # no request body
+    frames = read_frames(s, 2)
+    assert [f.kind for f in frames] == [wire.STARTED, wire.EXITED]
+    pid = wire.decode_started(frames[0].payload)
+    assert pid > 1
+    exited = wire.decode_exited(frames[1].payload)
+    assert os.WIFEXITED(exited.wait_status) and os.WEXITSTATUS(exited.wait_status) == 7
+    assert exited.reason == wire.REASON_NONE and exited.wall_us > 0
+    out = b""
+    while chunk := io.ours[1].recv(4096):
+        out += chunk
+    assert out.endswith(b"\r\n\r\nbye\n")
+    s.close()
+    io.close()
+    back_to_baseline(srv, daemon, fds)
+
+
+def test_direct_kill_and_disconnect(serve):
+    srv = serve("gthread")
+    daemon, fds = baseline(srv)
+    for how in ("kill", "disconnect"):
+        io = Stdio()
+        s = connect(srv)
+        send_with_fds(s, request(srv, "sleep.sh", "30"), io.fds())
+        io.handed_over()
+        (fr,) = read_frames(s)
+        pid = wire.decode_started(fr.payload)
+        tree = wait_until(lambda p=pid: (lambda t: t if len(t) >= 3 else None)([p] + descendants(p)), 5,
+                          what="the script and its children")
+        if how == "kill":
+            s.sendall(wire.encode_kill(wire.REASON_KILLED))
+            (fr,) = read_frames(s)
+            exited = wire.decode_exited(fr.payload)
+            assert os.WIFSIGNALED(exited.wait_status) and os.WTERMSIG(exited.wait_status) == 15
+            assert exited.reason == wire.REASON_KILLED
+        else:
+            s.close()
+            log_has(srv, "worker closed the connection of running CGI script %s (pid %d" % (CGI_BIN / "sleep.sh", pid))
+        wait_until(lambda t=tree: not any(pid_alive(p) for p in t), 2, what="the %s script tree to go" % how)
+        s.close()
+        io.close()
+    back_to_baseline(srv, daemon, fds)
+
+
+# -- stalls ----------------------------------------------------------------------
+
+def test_stalled_connections_delay_nobody_and_are_dropped(serve):
+    srv = serve("gthread")
+    daemon, fds = baseline(srv)
+    data = request(srv, "life-ok.sh")
+    stalled = []
+    opened = time.monotonic()
+    for i in range(20):
+        s = connect(srv)
+        if i % 4 == 1:
+            s.sendall(data[:3])            # half a header
+        elif i % 4 == 2:
+            s.sendall(data[:len(data) - 1])  # all but the last byte
+        elif i % 4 == 3:
+            s.sendall(wire.HEADER.pack(wire.MAX_REQUEST_FRAME_BYTES, wire.SPAWN) + b"x" * 1000)
+        stalled.append(s)                  # i % 4 == 0: nothing at all
+    wait_until(lambda: fd_count(daemon) >= fds + 20, 5, what="the daemon to hold the stalled connections")
+    latencies = []
+    for _ in range(20):
+        start = time.monotonic()
+        assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+        latencies.append(time.monotonic() - start)
+    assert time.monotonic() - opened < READ_DEADLINE - 2, "too slow to prove the stalls were not waited for"
+    for s in stalled:
+        assert dropped(s, READ_DEADLINE + 5)
+    waited = time.monotonic() - opened
+    print("\n20 requests behind 20 stalled connections: slowest %.0f ms; stalls dropped after %.1f s"
+          % (max(latencies) * 1000, waited))
+    assert max(latencies) < 0.5, latencies
+    assert READ_DEADLINE - 0.5 <= waited < READ_DEADLINE + 3
+    log_has(srv, "dropped ScriptSock connection from pid %d: incomplete request after 10 s" % ME)
+    assert srv.errorlog.read_text().count("incomplete request after 10 s") == 20
+    for s in stalled:
+        s.close()
+    back_to_baseline(srv, daemon, fds)
+
+
+# -- random bytes --------------------------------------------------------------
+
+_frameish = st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda n, k, rest: struct.pack(">IB", n, k) + rest,
+              st.integers(0, 64), st.sampled_from([wire.SPAWN, wire.KILL]), st.binary(max_size=80)),
+)
+
+
+def test_random_bytes_never_hurt_the_daemon(serve):
+    srv = serve("gthread")
+    daemon, fds = baseline(srv)
+    good = request(srv, "life-ok.sh")
+    sent = [0]
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.lists(st.one_of(_frameish, st.integers(0, len(good)).map(lambda c: good[:c])), min_size=1,
+                    max_size=4).map(b"".join))
+    def one(data: bytes) -> None:
+        s = connect(srv)
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)  # no more: the daemon must let go at once
+            assert dropped(s, 3.0)
+        finally:
+            s.close()
+        sent[0] += 1
+
+    one()
+    assert sent[0] >= 20
+    assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+    back_to_baseline(srv, daemon, fds)
