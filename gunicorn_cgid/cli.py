@@ -43,8 +43,8 @@ class CGIApplication(WSGIApplication):
 
     def load_config(self) -> None:
         super().load_config()
-        for name, chain in (("on_starting", _chain1), ("on_reload", _chain1),
-                            ("on_exit", _chain1), ("post_fork", _chain2)):
+        for name, chain in (("on_starting", _chain1), ("on_reload", _chain1), ("on_exit", _chain1),
+                            ("pre_exec", _chain1), ("post_fork", _chain2)):
             ours = getattr(hooks, name)
             theirs = self.cfg.settings[name].value
             if theirs is ours or getattr(theirs, "__wrapped_cgid__", False):

@@ -21,7 +21,7 @@ from typing import Any
 
 from gunicorn_cgid import settings
 
-__all__ = ["on_starting", "on_reload", "post_fork", "on_exit"]
+__all__ = ["on_starting", "on_reload", "post_fork", "on_exit", "pre_exec"]
 
 SOCK_ENV = "GUNICORN_CGID_SOCK"
 READY_TIMEOUT_SECONDS = 15.0
@@ -85,6 +85,19 @@ def post_fork(server: Any, worker: Any) -> None:
     STATE.supervisor = None
     STATE.cfg = worker.cfg
     STATE.log = worker.log
+
+
+def pre_exec(server: Any) -> None:
+    """Before a USR2 re-exec: run ``python -m gunicorn`` as a module again.
+
+    gunicorn re-execs ``sys.argv``; under ``python -m gunicorn`` that is the
+    path of gunicorn's ``__main__.py``, run as a script, which puts gunicorn's
+    package directory first on ``sys.path`` where its ``http`` package
+    shadows the standard library's, and the new master cannot import us.
+    """
+    args = server.START_CTX.get("args", [])
+    if len(args) > 1 and args[1].replace(os.sep, "/").endswith("gunicorn/__main__.py"):
+        server.START_CTX["args"] = [args[0], "-m", "gunicorn"] + args[2:]
 
 
 def on_exit(server: Any) -> None:

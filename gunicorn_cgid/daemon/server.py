@@ -17,7 +17,6 @@ import selectors
 import signal
 import socket
 import struct
-import subprocess
 import time
 from collections import deque
 
@@ -35,7 +34,7 @@ _UCRED = struct.Struct("3i")
 class Conn:
     """One worker connection: at most one script."""
 
-    __slots__ = ("sock", "peer", "decoder", "fds", "req", "proc", "pid", "started",
+    __slots__ = ("sock", "peer", "decoder", "fds", "req", "pid", "started",
                  "deadline", "state", "kill_reason", "leftovers")
 
     def __init__(self, sock: socket.socket, peer: tuple[int, int, int]) -> None:
@@ -44,7 +43,6 @@ class Conn:
         self.decoder = wire.request_decoder()
         self.fds: list[int] = []
         self.req: wire.SpawnRequest | None = None
-        self.proc: subprocess.Popen | None = None
         self.pid = 0
         self.started = 0.0
         self.deadline: float | None = time.monotonic() + REQUEST_READ_SECONDS
@@ -178,7 +176,9 @@ class Daemon:
         if conn is None:
             return
         try:
-            data, ancdata, flags, _addr = sock.recvmsg(RECV_BYTES, _FDS_SPACE)
+            # Received descriptors must be close-on-exec: scripts are spawned
+            # without closing the daemon's descriptors one by one.
+            data, ancdata, flags, _addr = sock.recvmsg(RECV_BYTES, _FDS_SPACE, socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -242,23 +242,22 @@ class Daemon:
         req = conn.req
         assert req is not None
         try:
-            proc = spawn.spawn_script(req, conn.fds)
+            pid = spawn.spawn_script(req, conn.fds)
         except OSError as exc:
             code = exc.errno or 0
             self._fail(conn, wire.FAIL_EXEC, code, "error spawning CGI child: exec of %r failed: %s"
                        % (req.filename.decode("utf-8", "replace"), exc.strerror or exc))
             return
-        except (ValueError, subprocess.SubprocessError) as exc:
+        except ValueError as exc:
             self._fail(conn, wire.FAIL_EXEC, 0, "error spawning CGI child: %s" % exc)
             return
         conn.close_fds()
-        conn.proc = proc
-        conn.pid = proc.pid
+        conn.pid = pid
         conn.started = time.monotonic()
         conn.state = "running"
         conn.deadline = conn.started + req.max_runtime_ms / 1000.0 if req.max_runtime_ms else None
-        self.running[proc.pid] = conn
-        self._send(conn, wire.encode_started(proc.pid))
+        self.running[pid] = conn
+        self._send(conn, wire.encode_started(pid))
 
     def _on_kill(self, conn: Conn, payload: bytes) -> None:
         try:
@@ -323,10 +322,6 @@ class Daemon:
             conn = self.running.pop(pid, None)
             if conn is None:
                 continue  # an orphan adopted as subreaper
-            if conn.proc is not None:
-                # Tell subprocess it is reaped, so it never waits for this pid again.
-                conn.proc.returncode = os.waitstatus_to_exitcode(status)
-                conn.proc = None
             conn.state = "exited"
             conn.deadline = None
             # Checked now, while no other process can take this pgid: once the

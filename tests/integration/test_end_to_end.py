@@ -156,3 +156,19 @@ def test_200_concurrent_requests(serve, worker):
     assert not errors, errors[:3]
     assert len(results) == 200
     assert all(status == 200 for status, _ in results)
+
+
+@pytest.mark.parametrize("worker", ["gthread", "gevent"])
+def test_script_starts_clean(serve, worker):
+    """Only stdin, stdout and stderr are open; no signal is blocked or ignored by inheritance."""
+    srv = serve(worker)
+    status, _, body = srv.get("/cgi-bin/fds.sh")
+    assert status == 200
+    lines = body.decode().splitlines()
+    fds = lines[0].split()
+    assert fds[:3] == ["0", "1", "2"]
+    assert len(fds) <= 4  # ls may hold one of its own while listing
+    sigs = dict(line.split(":\t") for line in lines[1:])
+    assert int(sigs["SigBlk"], 16) == 0
+    # The shell itself may ignore a few; SIGPIPE (bit 13) must not be inherited ignored.
+    assert not int(sigs["SigIgn"], 16) & (1 << (13 - 1))

@@ -337,10 +337,6 @@ def test_max_runtime_kills_a_busy_script(serve, worker):
     assert "exit=signal 15" in access_lines(srv, "life-drip.sh")[0]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "worker: the daemon's kill closes the script's stdout, Response._relay takes that EOF for the"
-    " end of the body and gunicorn sends the final chunk; the EXITED report (reason MAX_RUNTIME)"
-    " is read only afterwards in end_script, so the client gets a complete-looking response"))
 @pytest.mark.parametrize("worker", WORKERS)
 def test_max_runtime_response_is_cut(serve, worker):
     srv = serve(worker, cgi_timeout=5, cgi_max_runtime=1, cgi_kill_grace=1)
@@ -454,11 +450,6 @@ def test_sigusr2_upgrade_then_old_master_stops(serve, worker, monkeypatch):
     wait_until(lambda: not new_sock.exists(), 5, what="the new master's socket to be removed")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hooks: gunicorn re-execs sys.argv, which under `python -m gunicorn` is .../gunicorn/__main__.py run"
-    " as a script: sys.path[0] becomes site-packages/gunicorn, whose `http` package shadows the stdlib"
-    " one, and on_starting's `import gunicorn_cgid.worker.app` (`from http import HTTPStatus`) raises"
-    " ImportError: the new master dies"))
 def test_sigusr2_under_python_m_gunicorn(serve):
     srv = serve("gthread")  # the fixture starts `python -m gunicorn`
     os.kill(srv.pid, signal.SIGUSR2)
