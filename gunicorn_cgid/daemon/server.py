@@ -23,6 +23,7 @@ from collections import deque
 from gunicorn_cgid import wire
 from gunicorn_cgid.daemon import spawn
 from gunicorn_cgid.daemon.log import log
+from gunicorn_cgid.daemon.signals import SignalWakeup
 
 REQUEST_READ_SECONDS = 10.0  # a worker sends its whole request at once
 MAX_WAIT_SECONDS = 3600.0    # epoll takes an int of milliseconds: ~24.8 days at most
@@ -76,23 +77,19 @@ class Daemon:
         self.queue: deque[Conn] = deque()
         self.kills: dict[int, tuple[float, Conn]] = {}  # pgid -> (when to send SIGKILL, whose group)
         self.stopping: float | None = None     # deadline of a graceful stop
-        self.wake_r, self.wake_w = socket.socketpair()
+        self.wakeup = SignalWakeup()
 
     # -- setup ---------------------------------------------------------------
 
     def install_signals(self) -> None:
-        for sock in (self.wake_r, self.wake_w):
-            sock.setblocking(False)
-        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, _noop)
+        self.wakeup.install()
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     def serve(self) -> None:
         self.install_signals()
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
-        self.sel.register(self.wake_r, selectors.EVENT_READ, self._wake)
+        self.sel.register(self.wakeup.reader, selectors.EVENT_READ, self._wake)
         while True:
             timeout = self._next_timeout()
             for key, _ in self.sel.select(timeout):
@@ -108,11 +105,7 @@ class Daemon:
     # -- events --------------------------------------------------------------
 
     def _wake(self, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(4096)
-        except BlockingIOError:
-            return
-        sigs = set(data)
+        sigs = self.wakeup.received()
         if signal.SIGCHLD in sigs:
             self._reap()
         if signal.SIGINT in sigs:
@@ -437,10 +430,6 @@ class Daemon:
             except (KeyError, ValueError):
                 pass
             conn.sock.close()
-
-
-def _noop(signum: int, frame: object) -> None:
-    """Signals are read from the wakeup socket; the handler only lets it fire."""
 
 
 def _fds_from(ancdata: list) -> list[int]:

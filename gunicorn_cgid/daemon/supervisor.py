@@ -26,6 +26,7 @@ import time
 from gunicorn_cgid.daemon import spawn
 from gunicorn_cgid.daemon.log import log
 from gunicorn_cgid.daemon.server import Daemon  # imported once here, not in every restarted daemon
+from gunicorn_cgid.daemon.signals import SignalWakeup
 
 DAEMON_STARTUP_ERROR = 254
 LISTEN_BACKLOG = 1024
@@ -110,7 +111,7 @@ class Supervisor:
         self.backoff = 0.0
         self.restart_at: float | None = None
         self.stopping = False
-        self.wake_r, self.wake_w = socket.socketpair()
+        self.wakeup = SignalWakeup()
         self.sel: selectors.BaseSelector | None = None
         self.ready_fds: set[int] = set()      # readiness pipes of restarted daemons
         self.orphan_term_at: float | None = None
@@ -155,13 +156,9 @@ class Supervisor:
             os.close(ready_r)
 
     def serve(self) -> int:
-        for sock in (self.wake_r, self.wake_w):
-            sock.setblocking(False)
-        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, _noop)
+        self.wakeup.install()
         self.sel = sel = selectors.DefaultSelector()
-        sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        sel.register(self.wakeup.reader, selectors.EVENT_READ, "wake")
         sel.register(self.life_fd, selectors.EVENT_READ, "life")
         if self._reap():  # a signal may have come before the handlers existed
             self._remove_socket()
@@ -183,10 +180,7 @@ class Supervisor:
                             self.master_pid)
                         return self.stop(fast=True)
                 else:
-                    try:
-                        sigs = set(self.wake_r.recv(4096))
-                    except BlockingIOError:
-                        sigs = set()
+                    sigs = self.wakeup.received()
                     if signal.SIGCHLD in sigs:
                         fatal = self._reap()
                         if fatal:
@@ -293,11 +287,7 @@ class Supervisor:
 
 def run_daemon(sup: Supervisor, ready_w: int) -> int:
     """In the forked daemon: drop privileges, then serve until told to stop."""
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.set_wakeup_fd(-1)
-    sup.wake_r.close()
-    sup.wake_w.close()
+    sup.wakeup.close()
     os.close(sup.life_fd)
     if sup.sel is not None:
         sup.sel.close()
@@ -384,10 +374,6 @@ def _describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return "killed by signal %d" % os.WTERMSIG(status)
     return "exit status %d" % os.WEXITSTATUS(status)
-
-
-def _noop(signum: int, frame: object) -> None:
-    """Signals are read from the wakeup socket."""
 
 
 def main(argv: list[str]) -> int:
