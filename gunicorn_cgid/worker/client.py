@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import time
 from dataclasses import dataclass
@@ -113,24 +114,24 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
 
 
 def _read_frames(sock: socket.socket, decoder: wire.FrameDecoder, timeout: float) -> list[wire.Frame]:
-    sock.settimeout(timeout)
+    # poll() bounds the wait without switching the socket to timeout mode and
+    # back (four fcntl calls per request with settimeout).
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    deadline = time.monotonic() + timeout
     try:
         while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(int(remaining * 1000) + 1):
+                raise DaemonUnavailable("no reply from cgi daemon within %.0f s" % timeout)
             data = sock.recv(4096)
             if not data:
                 raise DaemonUnavailable("cgi daemon closed the connection before starting the script")
             frames = decoder.feed(data)
             if frames:
                 return frames
-    except TimeoutError:
-        raise DaemonUnavailable("no reply from cgi daemon within %.0f s" % timeout) from None
     except OSError as exc:
         raise DaemonUnavailable("lost the cgi daemon: %s" % exc) from None
-    finally:
-        try:
-            sock.settimeout(None)
-        except OSError:
-            pass
 
 
 def _fd_array(fds: list[int]) -> bytes:
