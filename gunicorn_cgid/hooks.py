@@ -61,7 +61,30 @@ def on_starting(server: Any) -> None:
     # they load it, and share these pages by fork. Everything in it looks up
     # socket, select and threading at call time, so gevent's patching holds.
     import gunicorn_cgid.worker.app  # noqa: F401
+    prepare_script_log(server.cfg)
     start_supervisor(server)
+
+
+def prepare_script_log(cfg: Any) -> None:
+    """Make sure the workers can create the ScriptLog once they run as ``user``.
+
+    Workers write it after dropping privileges, as Apache's children do, and
+    create it with the first record (a good request leaves no file). A
+    missing directory is created here, owned by the workers' user, so that a
+    root master does not leave them one they cannot write to.
+    """
+    path = settings.cgi_setting(cfg, "script_log")
+    if not path or path == "-":
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return
+    try:
+        os.makedirs(directory, mode=0o755)
+        if os.geteuid() == 0:
+            os.chown(directory, cfg.uid, cfg.gid)
+    except OSError as exc:
+        raise RuntimeError("cannot create the directory of script_log %r: %s" % (path, exc)) from None
 
 
 def on_reload(server: Any) -> None:

@@ -19,7 +19,15 @@ from typing import Any
 from urllib.parse import unquote
 
 from gunicorn_cgid import __version__, conditional, scriptlog, wire
-from gunicorn_cgid.environ import EnvOptions, build_argv, build_environ, native, redirect_environ, to_wire
+from gunicorn_cgid.environ import (
+    EnvOptions,
+    build_argv,
+    build_environ,
+    headers_from_wsgi,
+    native,
+    redirect_environ,
+    to_wire,
+)
 from gunicorn_cgid.errors import CGIError, DaemonUnavailable, Forbidden, ScriptHeaderError, ScriptTimeout
 from gunicorn_cgid.headers import Head, HeaderParser
 from gunicorn_cgid.mapping import ScriptTarget, map_request
@@ -120,6 +128,8 @@ class ScriptRun:
         self.session: ScriptSession | None = None
         self.parser = HeaderParser()
         self.stdout_seen = bytearray()  # unused output after a header failure, for ScriptLog
+        self.status_for_log = 200       # the status ScriptLog records for stderr lines
+        self._last_session: ScriptSession | None = None  # kept after end_script, for ScriptLog
 
     # -- start ---------------------------------------------------------------
 
@@ -347,8 +357,6 @@ class ScriptRun:
         if self.opts.script_log:
             self._write_scriptlog_error(self.status_for_log, text)
 
-    status_for_log = 200
-
     # -- failures ------------------------------------------------------------
 
     def report(self, err: CGIError) -> None:
@@ -369,7 +377,7 @@ class ScriptRun:
         scriptlog.append(self.opts.script_log or "-", self.opts.script_log_length, record)
 
     def _write_scriptlog_full(self, status: int) -> None:
-        headers = glue.raw_headers(self.environ) or []
+        headers = glue.raw_headers(self.environ) or headers_from_wsgi(self.environ)
         session_body = b""
         if self._last_session is not None:
             session_body = bytes(self._last_session.body_head)
@@ -382,8 +390,6 @@ class ScriptRun:
             self.filename, [(n.title(), v) for n, v in headers], session_body,
             [], lines[-1] if lines else "", self._stdout_after_headers(), b"", time.time())
         scriptlog.append(self.opts.script_log or "-", self.opts.script_log_length, record)
-
-    _last_session: ScriptSession | None = None
 
     def _stdout_after_headers(self) -> bytes:
         raw = bytes(self.stdout_seen)
