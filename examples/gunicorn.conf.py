@@ -21,6 +21,8 @@ script_log = "logs/cgi.log"       # ScriptLog: failed CGI requests are recorded 
 script_alias = {"/cgi-bin/": "cgi-bin/"}
 cgi_timeout = 60                  # CGIDScriptTimeout (idle)
 cgi_env = {"EXAMPLE": "gunicorn-cgid"}
+if os.access("/usr/bin/php-cgi", os.X_OK):  # Apache's Action/AddHandler for PHP
+    cgi_interpreters = {".php": "/usr/bin/php-cgi"}
 
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms exit=%({cgi.exit_status}e)s cpu=%({cgi.cpu_ms}e)sms'
 accesslog = "-"
