@@ -119,3 +119,21 @@ def test_app_without_hooks_answers_503(tmp_path):
         proc.send_signal(signal.SIGTERM)
         out = proc.communicate(timeout=20)[0].decode()
     assert "from gunicorn_cgid.hooks import *" in out
+
+
+def test_resource_limits_apply_to_scripts(serve):
+    srv = serve("gthread", cgi_rlimit_cpu=7, cgi_rlimit_mem=512 * 1024 * 1024, cgi_rlimit_nproc=300)
+    status, _, body = srv.get("/cgi-bin/limits.sh")
+    assert status == 200
+    limits = {line[:26].strip(): line[26:].split()[:2] for line in body.decode().splitlines()[1:]}
+    assert limits["Max cpu time"] == ["7", "7"]
+    assert limits["Max address space"] == [str(512 * 1024 * 1024)] * 2
+    assert limits["Max processes"] == ["300", "300"]
+
+
+def test_cpu_limit_kills_a_spinning_script(serve):
+    srv = serve("gthread", cgi_rlimit_cpu=1, cgi_timeout=20)
+    status, _, _ = srv.get("/cgi-bin/spin.sh")
+    assert status == 500  # killed by SIGXCPU before its headers
+    wait_until(lambda: "spin.sh (pid" in srv.log() and "signal" in srv.log(), 10,
+               what="the kill to be logged")
