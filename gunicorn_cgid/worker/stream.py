@@ -29,6 +29,7 @@ READ_BYTES = 65536
 BODY_READ_BYTES = 1024 * 1024
 STDERR_LINE_MAX = 8192        # longer stderr lines are split (Apache: 8191)
 INLINE_BODY_MAX = 65536       # a body this small is sent without a helper thread
+BODY_WATCH_TICK_SECONDS = 0.25
 _IN = select.POLLIN | select.POLLPRI
 _DONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
@@ -113,6 +114,9 @@ class ScriptSession:
             self.body_error = self.body_error or "client read error: %s" % exc
         finally:
             self._close_stdin()
+            # The body is read: from now on the client's socket says only
+            # whether the client is still there.
+            self.watch_client = self.client is not None
 
     def wait_body(self, timeout: float) -> bool:
         """Wait for the body thread to finish reading the request; False if it is still at it.
@@ -200,6 +204,10 @@ class ScriptSession:
         if deadline is not None and idle_deadline is not None:
             idle_deadline = min(idle_deadline, deadline)
         wait = None if idle_deadline is None else max(0.0, idle_deadline - now)
+        if self.body_thread is not None and not self.watch_client and self.client is not None:
+            # Wake up now and then while the body is being read, to start
+            # watching the client as soon as it is done.
+            wait = BODY_WATCH_TICK_SECONDS if wait is None else min(wait, BODY_WATCH_TICK_SECONDS)
         events = poller.poll(None if wait is None else int(wait * 1000) + 1)
         if not events:
             if time.monotonic() >= (idle_deadline or 0) and time.monotonic() - self.last_activity >= self.idle_timeout:

@@ -172,3 +172,18 @@ def test_script_starts_clean(serve, worker):
     assert int(sigs["SigBlk"], 16) == 0
     # The shell itself may ignore a few; SIGPIPE (bit 13) must not be inherited ignored.
     assert not int(sigs["SigIgn"], 16) & (1 << (13 - 1))
+
+
+@pytest.mark.parametrize("worker", ["gthread", "gevent"])
+def test_client_gone_after_a_large_body_kills_the_script(serve, worker):
+    """Once a large body is read, a client that leaves is noticed while the script is silent."""
+    from .conftest import descendants, pid_alive, wait_until
+
+    srv = serve(worker, cgi_timeout=60)
+    body = b"x" * (300 * 1024)  # above the inline size: a helper reads it
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(b"POST /cgi-bin/drain-sleep.sh?30 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    daemon = srv.daemon_pid()
+    scripts = wait_until(lambda: [p for p in descendants(daemon) if pid_alive(p)], 10, what="the script to start")
+    s.close()
+    wait_until(lambda: not any(pid_alive(p) for p in scripts), 3, what="the script to be killed")
