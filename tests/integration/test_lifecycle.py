@@ -80,8 +80,12 @@ def safe_daemon_pid(srv: Server) -> int:
     """
     try:
         sup = srv.supervisor_pid()
+        log = srv.errorlog.read_text(errors="replace") if srv.errorlog.exists() else ""
         for pid in children_of(sup):
-            if b"gunicorn_cgid.daemon" in cmdline(pid) and os.getpgid(pid) == os.getpgid(sup) and pid_alive(pid):
+            # A spawn caught between its fork and its setsid is in the
+            # supervisor's group too; only a real daemon says it is serving.
+            if (b"gunicorn_cgid.daemon" in cmdline(pid) and os.getpgid(pid) == os.getpgid(sup)
+                    and pid_alive(pid) and "cgid daemon %d serving" % pid in log):
                 return pid
     except (AssertionError, OSError):
         pass
