@@ -9,11 +9,13 @@ starts can be killed at once, with the worker's sockets as its stdio.
 from __future__ import annotations
 
 import ctypes
+import errno
 import grp
 import os
 import pwd
 import resource  # before privileges drop: the interpreter's files may not be readable after
 import signal
+import subprocess
 
 from gunicorn_cgid.wire import SpawnRequest
 
@@ -58,36 +60,52 @@ def spawn_script(req: SpawnRequest, fds: list[int]) -> int:
     so the single-threaded daemon changes its own directory first. Every
     descriptor of the daemon is close-on-exec. Raises ``OSError`` with the
     exec's errno when the script cannot start (missing interpreter, not
-    executable, bad format, bad cwd).
+    executable, bad format, bad cwd, limits that cannot be set).
     """
     env: dict[bytes, bytes] = {}
     for item in req.env:
         name, _, value = item.partition(b"=")
         env[name] = value
+    limits = _limits(req)
+    if limits:
+        return _spawn_with_limits(req, fds, env, limits)
     os.chdir(req.cwd)
-    pid = os.posix_spawn(
+    return os.posix_spawn(
         req.filename, list(req.argv), env,
         file_actions=[(os.POSIX_SPAWN_DUP2, fds[0], 0), (os.POSIX_SPAWN_DUP2, fds[1], 1),
                       (os.POSIX_SPAWN_DUP2, fds[2], 2)],
         setsid=True, setsigdef=_DEFAULT_SIGNALS, setsigmask=(),
     )
-    _apply_rlimits(pid, req)
-    return pid
 
 
-def _apply_rlimits(pid: int, req: SpawnRequest) -> None:
-    # Applied right after exec with prlimit(2), because a preexec_fn would
-    # forbid vfork; a script gets at most a few instructions before it holds.
-    if req.rlimit_cpu < 0 and req.rlimit_mem < 0 and req.rlimit_nproc < 0:
-        return
-    for which, value in ((resource.RLIMIT_CPU, req.rlimit_cpu),
-                         (resource.RLIMIT_AS, req.rlimit_mem),
-                         (resource.RLIMIT_NPROC, req.rlimit_nproc)):
-        if value >= 0:
-            try:
-                resource.prlimit(pid, which, (value, value))
-            except (OSError, ValueError):
-                pass
+def _limits(req: SpawnRequest) -> list[tuple[int, int]]:
+    return [(which, value) for which, value in ((resource.RLIMIT_CPU, req.rlimit_cpu),
+                                                (resource.RLIMIT_AS, req.rlimit_mem),
+                                                (resource.RLIMIT_NPROC, req.rlimit_nproc)) if value >= 0]
+
+
+def _spawn_with_limits(req: SpawnRequest, fds: list[int], env: dict[bytes, bytes],
+                       limits: list[tuple[int, int]]) -> int:
+    """Fork, set the limits in the child, exec: the limits hold from the first instruction.
+
+    Setting them from the daemon after posix_spawn (prlimit) races with the
+    script on another core, so scripts with limits pay for a plain fork.
+    """
+    def set_limits() -> None:
+        for which, value in limits:
+            resource.setrlimit(which, (value, value))
+
+    try:
+        proc = subprocess.Popen(
+            list(req.argv), executable=req.filename, cwd=req.cwd, env=env,
+            stdin=fds[0], stdout=fds[1], stderr=fds[2], close_fds=True,
+            start_new_session=True, restore_signals=True, preexec_fn=set_limits)
+    except subprocess.SubprocessError as exc:
+        raise OSError(errno.EPERM, "cannot apply cgi_rlimit_* limits: %s" % exc) from None
+    # The daemon reaps with wait4; a Popen that thinks its child is still
+    # running would try to reap it again when it is collected.
+    proc.returncode = 0
+    return proc.pid
 
 
 def group_alive(pgid: int) -> bool:
