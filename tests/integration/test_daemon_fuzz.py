@@ -63,6 +63,21 @@ def send_with_fds(s: socket.socket, data: bytes, fds: list[int]) -> None:
     s.sendall(data[wire.HEADER.size:])
 
 
+def hand_over(srv: Server, data: bytes) -> tuple[socket.socket, Stdio]:
+    """Connect and send one request frame with a fresh set of script stdio ends."""
+    io = Stdio()
+    s = connect(srv)
+    send_with_fds(s, data, io.fds())
+    io.handed_over()
+    return s, io
+
+
+def script_tree(pid: int) -> list[int]:
+    """sleep.sh and its two sleeps, once all three exist."""
+    return wait_until(lambda: (lambda t: t if len(t) >= 3 else None)([pid] + descendants(pid)), 5,
+                      what="the script and its children")  # type: ignore[return-value]
+
+
 class Stdio:
     """Three socketpairs: the script's ends travel to the daemon, ours stay here."""
 
@@ -266,10 +281,7 @@ def _fds_twice(srv: Server) -> str:
 
 
 def _bad_magic(srv: Server) -> str:
-    io = Stdio()
-    s = connect(srv)
-    send_with_fds(s, request(srv, "life-ok.sh", magic_ok=False), io.fds())
-    io.handed_over()
+    s, io = hand_over(srv, request(srv, "life-ok.sh", magic_ok=False))
     (fr,) = read_frames(s)
     assert wire.decode_failed(fr.payload).code == wire.FAIL_REQUEST
     assert dropped(s)
@@ -279,10 +291,7 @@ def _bad_magic(srv: Server) -> str:
 
 
 def _wrong_master(srv: Server) -> str:
-    io = Stdio()
-    s = connect(srv)
-    send_with_fds(s, request(srv, "life-ok.sh", master_pid=srv.pid + 100000), io.fds())
-    io.handed_over()
+    s, io = hand_over(srv, request(srv, "life-ok.sh", master_pid=srv.pid + 100000))
     (fr,) = read_frames(s)
     assert "wrong server instance" in wire.decode_failed(fr.payload).message
     assert dropped(s)
@@ -335,14 +344,10 @@ def test_bad_peers_are_dropped_and_nobody_notices(serve):
 def test_second_spawn_on_a_running_connection_kills_its_script(serve):
     srv = serve("gthread")
     daemon, fds = baseline(srv)
-    io = Stdio()
-    s = connect(srv)
-    send_with_fds(s, request(srv, "sleep.sh", "30"), io.fds())
-    io.handed_over()
+    s, io = hand_over(srv, request(srv, "sleep.sh", "30"))
     (fr,) = read_frames(s)
     pid = wire.decode_started(fr.payload)
-    tree = wait_until(lambda: (lambda t: t if len(t) >= 3 else None)([pid] + descendants(pid)), 5,
-                      what="the script and its children")
+    tree = script_tree(pid)
     s.sendall(request(srv, "life-ok.sh"))
     log_has(srv, "dropped ScriptSock connection from pid %d: second SPAWN on one connection" % ME)
     wait_until(lambda: not any(pid_alive(p) for p in tree), 2, what="the script tree to be killed")  # type: ignore
@@ -356,10 +361,7 @@ def test_second_spawn_on_a_running_connection_kills_its_script(serve):
 def test_direct_spawn_reports_pid_and_exit_status(serve):
     srv = serve("gthread")
     daemon, fds = baseline(srv)
-    io = Stdio()
-    s = connect(srv)
-    send_with_fds(s, request(srv, "exit7.sh"), io.fds())
-    io.handed_over()
+    s, io = hand_over(srv, request(srv, "exit7.sh"))
     io.ours[0].close()  # no request body
     frames = read_frames(s, 2)
     assert [f.kind for f in frames] == [wire.STARTED, wire.EXITED]
@@ -381,14 +383,10 @@ def test_direct_kill_and_disconnect(serve):
     srv = serve("gthread")
     daemon, fds = baseline(srv)
     for how in ("kill", "disconnect"):
-        io = Stdio()
-        s = connect(srv)
-        send_with_fds(s, request(srv, "sleep.sh", "30"), io.fds())
-        io.handed_over()
+        s, io = hand_over(srv, request(srv, "sleep.sh", "30"))
         (fr,) = read_frames(s)
         pid = wire.decode_started(fr.payload)
-        tree = wait_until(lambda p=pid: (lambda t: t if len(t) >= 3 else None)([p] + descendants(p)), 5,
-                          what="the script and its children")
+        tree = script_tree(pid)
         if how == "kill":
             s.sendall(wire.encode_kill(wire.REASON_KILLED))
             (fr,) = read_frames(s)
