@@ -30,6 +30,7 @@ from gunicorn_cgid.environ import (
 )
 from gunicorn_cgid.errors import CGIError, DaemonUnavailable, Forbidden, ScriptHeaderError, ScriptTimeout
 from gunicorn_cgid.headers import Head, HeaderParser
+from gunicorn_cgid.hooks import STATE
 from gunicorn_cgid.mapping import ScriptTarget, map_request
 from gunicorn_cgid.worker import glue, metrics
 from gunicorn_cgid.worker.client import start_script
@@ -49,7 +50,6 @@ StartResponse = Callable[..., Any]
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """The WSGI entry point, ``gunicorn_cgid:app``."""
-    from gunicorn_cgid.hooks import STATE
     if STATE.cfg is None:
         log.error("gunicorn_cgid: the CGI daemon was not started: add "
                   "'from gunicorn_cgid.hooks import *' to gunicorn.conf.py")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gunicorn_cgid.hooks import STATE
+
 
 def _logger() -> Any:
-    from gunicorn_cgid.hooks import STATE
     log = STATE.log
     return log if log is not None and hasattr(log, "increment") else None
 

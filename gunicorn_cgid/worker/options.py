@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from gunicorn_cgid import settings
+from gunicorn_cgid import hooks, settings
 from gunicorn_cgid.mapping import Alias, make_aliases
 
 
@@ -61,7 +61,6 @@ def build_options(cfg: Any) -> Options:
 
     base = os.getcwd()  # gunicorn's chdir, applied before the fork
     master_pid = os.getppid()
-    from gunicorn_cgid import hooks
     sock_path = hooks.STATE.sock_path or os.environ.get(hooks.SOCK_ENV) or hooks.socket_path(cfg, master_pid)
     docroot = get("cgi_document_root")
     docroot = os.path.abspath(docroot) if docroot else None
