@@ -55,19 +55,21 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def all_pids() -> list[int]:
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+
+
 def children_of(pid: int) -> list[int]:
     """Direct children, from /proc."""
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for child in all_pids():
         try:
-            with open("/proc/%s/stat" % entry) as f:
+            with open("/proc/%d/stat" % child) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[1]) == pid:
-            out.append(int(entry))
+            out.append(child)
     return out
 
 
@@ -83,18 +85,16 @@ def descendants(pid: int) -> list[int]:
 def processes_with_env_marker(marker: str) -> list[int]:
     """Pids whose command line or environment carries ``marker`` (to find orphans)."""
     out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in all_pids():
         try:
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
                 cmd = f.read()
-            with open("/proc/%s/environ" % entry, "rb") as f:
+            with open("/proc/%d/environ" % pid, "rb") as f:
                 env = f.read()
         except OSError:
             continue
-        if (marker.encode() in cmd or marker.encode() in env) and pid_alive(int(entry)):
-            out.append(int(entry))
+        if (marker.encode() in cmd or marker.encode() in env) and pid_alive(pid):
+            out.append(pid)
     return out
 
 
