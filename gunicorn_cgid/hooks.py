@@ -23,7 +23,6 @@ from gunicorn_cgid import settings
 
 __all__ = ["on_starting", "on_reload", "post_fork", "on_exit", "pre_exec"]
 
-SOCK_ENV = "GUNICORN_CGID_SOCK"
 READY_TIMEOUT_SECONDS = 15.0
 
 
@@ -32,8 +31,6 @@ class _State:
     supervisor: subprocess.Popen | None = None
     life_w: int = -1
     sock_path: str = ""
-    cfg: Any = None
-    log: Any = None       # the worker's gunicorn logger (statsd-capable or not)
 
 
 STATE = _State()
@@ -56,7 +53,6 @@ def _inject(server: Any) -> None:
 def on_starting(server: Any) -> None:
     """Check our settings and start the supervisor, before any worker exists."""
     _inject(server)
-    STATE.cfg = server.cfg
     # Import the app here, while still root: workers drop privileges before
     # they load it, and share these pages by fork. Everything in it looks up
     # socket, select and threading at call time, so gevent's patching holds.
@@ -90,7 +86,6 @@ def prepare_script_log(cfg: Any) -> None:
 def on_reload(server: Any) -> None:
     """After SIGHUP: take the new settings; start a supervisor if ours is gone."""
     _inject(server)
-    STATE.cfg = server.cfg
     if not supervisor_alive():
         server.log.error("CGI supervisor is gone; starting a new one")
         stop_supervisor(server)
@@ -98,7 +93,7 @@ def on_reload(server: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """In the worker: drop the master's end of the life pipe, remember the config."""
+    """In the worker: drop the master's end of the life pipe, hand the worker its context."""
     if STATE.life_w >= 0:
         try:
             os.close(STATE.life_w)
@@ -106,8 +101,8 @@ def post_fork(server: Any, worker: Any) -> None:
             pass
         STATE.life_w = -1
     STATE.supervisor = None
-    STATE.cfg = worker.cfg
-    STATE.log = worker.log
+    from gunicorn_cgid.worker import context
+    context.install(worker.cfg, worker.log, STATE.sock_path)
 
 
 def pre_exec(server: Any) -> None:
@@ -174,7 +169,6 @@ def start_supervisor(server: Any) -> None:
     STATE.supervisor = proc
     STATE.life_w = life_w
     STATE.sock_path = path
-    os.environ[SOCK_ENV] = path
     server.log.info("CGI daemon listening at %s (supervisor pid %d, daemon pid %s)",
                     path, proc.pid, line.split()[1] if len(line.split()) > 1 else "?")
 

@@ -30,11 +30,10 @@ from gunicorn_cgid.environ import (
 )
 from gunicorn_cgid.errors import CGIError, DaemonUnavailable, Forbidden, ScriptHeaderError, ScriptTimeout
 from gunicorn_cgid.headers import Head, HeaderParser
-from gunicorn_cgid.hooks import STATE
 from gunicorn_cgid.mapping import ScriptTarget, map_request
-from gunicorn_cgid.worker import glue, metrics
+from gunicorn_cgid.worker import context, glue, metrics
 from gunicorn_cgid.worker.client import start_script
-from gunicorn_cgid.worker.options import Options, options_for
+from gunicorn_cgid.worker.options import Options
 from gunicorn_cgid.worker.stream import ClientGone, DaemonLost, IdleTimeout, ScriptSession
 
 log = logging.getLogger("gunicorn.error")
@@ -50,11 +49,12 @@ StartResponse = Callable[..., Any]
 
 def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     """The WSGI entry point, ``gunicorn_cgid:app``."""
-    if STATE.cfg is None:
+    ctx = context.current()
+    if ctx is None:
         log.error("gunicorn_cgid: the CGI daemon was not started: add "
                   "'from gunicorn_cgid.hooks import *' to gunicorn.conf.py")
         return _error_page(start_response, 503, [])
-    opts = options_for(STATE.cfg)
+    opts = ctx.options
     path = native(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
     raw_path = environ.get("RAW_URI", "").split("?", 1)[0]
     query = environ.get("QUERY_STRING", "")
@@ -139,7 +139,7 @@ class ScriptRun:
         self.target = target = map_request(
             self.path, self.raw_path, opts.aliases, opts.document_root, opts.extensions,
             opts.accept_path_info, opts.follow_symlinks, stat=probe.stat, realpath=probe.realpath)
-        interpreter = opts.interpreters.get(os.path.splitext(target.filename)[1])
+        interpreter = opts.interpreters.get(os.path.splitext(target.filename)[1].lower())
         if interpreter is not None:
             if not os.access(target.filename, os.R_OK):
                 raise Forbidden("file permissions deny server access: %s" % target.filename)

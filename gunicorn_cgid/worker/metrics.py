@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gunicorn_cgid.hooks import STATE
+from gunicorn_cgid.worker import context
 
 
 def _logger() -> Any:
-    log = STATE.log
+    ctx = context.current()
+    log = ctx.log if ctx is not None else None
     return log if log is not None and hasattr(log, "increment") else None
 
 

@@ -1,7 +1,7 @@
-"""The CGI settings as the worker uses them, derived once per gunicorn ``Config``.
+"""The CGI settings as the worker uses them, derived once per worker from gunicorn's ``Config``.
 
-Runs in the worker. gunicorn builds a new ``Config`` on every SIGHUP and new
-workers fork with it, so keying the cache on the object picks up reloads.
+Runs in the worker. gunicorn builds a new ``Config`` on every SIGHUP and forks
+new workers with it, so deriving the options once per worker picks up reloads.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from gunicorn_cgid import hooks, settings
+from gunicorn_cgid import settings
 from gunicorn_cgid.mapping import Alias, make_aliases
 
 
@@ -42,26 +42,12 @@ class Options:
     master_pid: int
 
 
-_cache: dict[int, tuple[Any, Options]] = {}
-
-
-def options_for(cfg: Any) -> Options:
-    cached = _cache.get(id(cfg))
-    if cached is not None and cached[0] is cfg:
-        return cached[1]
-    opts = build_options(cfg)
-    _cache.clear()
-    _cache[id(cfg)] = (cfg, opts)
-    return opts
-
-
-def build_options(cfg: Any) -> Options:
+def build_options(cfg: Any, sock_path: str) -> Options:
     def get(name: str) -> Any:
         return settings.cgi_setting(cfg, name)
 
     base = os.getcwd()  # gunicorn's chdir, applied before the fork
     master_pid = os.getppid()
-    sock_path = hooks.STATE.sock_path or os.environ.get(hooks.SOCK_ENV) or hooks.socket_path(cfg, master_pid)
     docroot = get("cgi_document_root")
     docroot = os.path.abspath(docroot) if docroot else None
     script_log = get("script_log")
@@ -76,8 +62,8 @@ def build_options(cfg: Any) -> Options:
         aliases=make_aliases(get("script_alias"), base),
         document_root=docroot,
         docroot_env=docroot or base,
-        extensions=list(get("cgi_extensions")) + list(get("cgi_interpreters")),
-        interpreters=dict(get("cgi_interpreters")),
+        extensions=list(get("cgi_extensions")) + [ext.lower() for ext in get("cgi_interpreters")],
+        interpreters={ext.lower(): path for ext, path in get("cgi_interpreters").items()},
         accept_path_info=bool(get("cgi_accept_path_info")),
         follow_symlinks=bool(get("cgi_follow_symlinks")),
         timeout=float(get("cgi_timeout")),

@@ -39,3 +39,19 @@ def test_pure_modules_import_only_the_stdlib_and_each_other():
                     assert top in sys.stdlib_module_names, "%s imports %s" % (name, mod)
                     assert top not in ("socket", "select", "selectors", "subprocess", "threading"), \
                         "%s does I/O through %s" % (name, mod)
+
+
+def test_worker_modules_never_import_master_code():
+    """The worker gets what it needs from post_fork (worker/context.py), not from hooks."""
+    for path in sorted((PACKAGE / "worker").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                mods = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                mods = [node.module or ""] + ["%s.%s" % (node.module, a.name) for a in node.names]
+            else:
+                continue
+            for mod in mods:
+                assert mod not in ("gunicorn_cgid.hooks", "gunicorn_cgid.cli") and not mod.startswith(
+                    ("gunicorn_cgid.daemon", "gunicorn_cgid.hooks.")), "%s imports %s" % (path.name, mod)

@@ -1,0 +1,35 @@
+"""What one worker knows of its server: its CGI options, its logger, the ScriptSock.
+
+Built once per worker by the ``post_fork`` hook, which hands over the socket
+path the master chose (the only source of that path). Worker modules read it
+from here and never import the master's code, so the worker side can be read,
+and tested, on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gunicorn_cgid.worker.options import Options, build_options
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    options: Options
+    log: Any  # gunicorn's logger of this worker (statsd-capable when statsd_host is set)
+
+
+_current: WorkerContext | None = None
+
+
+def install(cfg: Any, log: Any, sock_path: str) -> WorkerContext:
+    """Called once in each worker, right after the fork."""
+    global _current
+    _current = WorkerContext(build_options(cfg, sock_path), log)
+    return _current
+
+
+def current() -> WorkerContext | None:
+    """This worker's context; None when the hooks were not installed in the config file."""
+    return _current
