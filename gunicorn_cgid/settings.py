@@ -225,12 +225,18 @@ class CGIExtensions(CGISetting, Setting):
 
 
 def _interpreters(val: Any) -> dict[str, str]:
-    table = _pairs(val, "extensions to interpreter paths")
-    for ext, prog in table.items():
+    """Extensions in lower case, as extension matching ignores case."""
+    table: dict[str, str] = {}
+    for ext, prog in _pairs(val, "extensions to interpreter paths").items():
         if not ext.startswith("."):
             raise ValueError("extension %r must start with '.'" % (ext,))
         if not prog.startswith("/"):
             raise ValueError("interpreter %r for %r must be an absolute path" % (prog, ext))
+        key = ext.lower()
+        if table.get(key, prog) != prog:
+            raise ValueError("extension %r given twice with different interpreters (%r and %r);"
+                             " extensions ignore case" % (key, table[key], prog))
+        table[key] = prog
     return table
 
 
@@ -249,6 +255,9 @@ class CGIInterpreters(CGISetting, Setting):
         as after Apache's internal redirect to the action (php-cgi's
         ``cgi.force_redirect`` checks it). Such files run as CGI under
         ``script_alias`` and ``cgi_document_root`` alike.
+
+        Extensions match regardless of case, like ``cgi_extensions``: the keys
+        are stored in lower case (``.PHP`` becomes ``.php``).
         """
 
 

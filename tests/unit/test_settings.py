@@ -19,6 +19,10 @@ from gunicorn_cgid import settings
     ("cgi_pass_env", "TZ,LANG", ["TZ", "LANG"]),
     ("cgi_extensions", [".cgi", ".pl"], [".cgi", ".pl"]),
     ("cgi_interpreters", {".php": "/usr/bin/php-cgi"}, {".php": "/usr/bin/php-cgi"}),
+    ("cgi_interpreters", {".PHP": "/usr/bin/php-cgi", ".Pl": "/usr/bin/perl"},
+     {".php": "/usr/bin/php-cgi", ".pl": "/usr/bin/perl"}),
+    ("cgi_interpreters", ".PY=/usr/bin/python3", {".py": "/usr/bin/python3"}),
+    ("cgi_interpreters", {".php": "/usr/bin/php-cgi", ".PHP": "/usr/bin/php-cgi"}, {".php": "/usr/bin/php-cgi"}),
     ("cgi_rlimit_cpu", None, None),
     ("script_log", "", None),
 ])
@@ -42,6 +46,7 @@ def test_valid_values(name, value, expected):
     ("cgi_env", ["novalue"]),
     ("cgi_extensions", ["cgi"]),
     ("cgi_interpreters", {".php": "php-cgi"}),
+    ("cgi_interpreters", {".php": "/usr/bin/php-cgi", ".PHP": "/usr/bin/php8-cgi"}),
     ("script_sock", ""),
 ])
 def test_invalid_values(name, value):
