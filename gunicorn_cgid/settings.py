@@ -20,15 +20,36 @@ from gunicorn.config import Config, Setting
 SECTION = "CGI"
 
 
-def _positive_number(val: Any) -> float:
+def _seconds(val: Any) -> float:
+    """A finite number of seconds >= 0 (bools and NaN refused)."""
     if isinstance(val, bool):
         raise TypeError("expected a number of seconds, got %r" % (val,))
     try:
         num = float(val)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("expected a number of seconds, got %r" % (val,)) from None
     if num < 0 or math.isnan(num) or math.isinf(num):
-        raise ValueError("expected a positive number of seconds, got %r" % (val,))
+        raise ValueError("expected a number of seconds >= 0, got %r" % (val,))
+    return num
+
+
+def _positive_seconds(val: Any) -> float:
+    """Seconds > 0: for timeouts where 0 has no sensible meaning."""
+    num = _seconds(val)
+    if num <= 0:
+        raise ValueError("expected a number of seconds > 0, got %r" % (val,))
+    return num
+
+
+#: The daemon counts run time in whole milliseconds, 0 meaning "no limit".
+_MIN_RUNTIME_SECONDS = 0.001
+
+
+def _runtime_limit(val: Any) -> float:
+    """0 (no limit) or at least a millisecond: less would round to 0 and mean no limit."""
+    num = _seconds(val)
+    if 0 < num < _MIN_RUNTIME_SECONDS:
+        raise ValueError("expected 0 (no limit) or at least %g seconds, got %r" % (_MIN_RUNTIME_SECONDS, val))
     return num
 
 
@@ -37,17 +58,25 @@ def _non_negative_int(val: Any) -> int:
         raise TypeError("expected a whole number, got %r" % (val,))
     try:
         num = int(val, 0) if isinstance(val, str) else int(val)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("expected a whole number, got %r" % (val,)) from None
     if num < 0 or (not isinstance(val, str) and num != val):
         raise ValueError("expected a whole number >= 0, got %r" % (val,))
     return num
 
 
-def _optional_int(val: Any) -> int | None:
+def _optional_limit(val: Any) -> int | None:
+    """A resource limit: unset (None or empty) for none, else a whole number > 0.
+
+    0 is refused: it reads like "no limit" but to the kernel it is the
+    tightest one (no CPU time, no address space, no new process).
+    """
     if val is None or val == "":
         return None
-    return _non_negative_int(val)
+    num = _non_negative_int(val)
+    if num == 0:
+        raise ValueError("expected a whole number > 0, got %r (leave the setting unset for no limit)" % (val,))
+    return num
 
 
 def _bool(val: Any) -> bool:
@@ -169,6 +198,8 @@ class ScriptLogBuffer(CGISetting, Setting):
     default = 1024
     desc = """\
         How many bytes of a PUT or POST body ScriptLog records (Apache's ScriptLogBuffer).
+
+        0: no body is recorded, the rest of the record is.
         """
 
 
@@ -180,6 +211,11 @@ class ScriptLogLength(CGISetting, Setting):
     default = 10385760
     desc = """\
         Size past which ScriptLog is no longer written (Apache's ScriptLogLength).
+
+        As in Apache, the size is checked before each record, so the last one
+        may overshoot it. 0: a record is written only while the log is empty,
+        so it holds at most one; unset ``script_log`` to turn the log off.
+        Not applied when ``script_log`` is ``-``.
         """
 
 
@@ -291,13 +327,15 @@ class CGITimeout(CGISetting, Setting):
     name = "cgi_timeout"
     cli = ["--cgi-timeout"]
     meta = "SECONDS"
-    validator = _positive_number
+    validator = _positive_seconds
     default = 60
     desc = """\
         Idle timeout for a CGI script (Apache's CGIDScriptTimeout).
 
         When the script neither reads its input nor writes output for this
         long it is killed: 504 before its headers, a cut response after.
+        Must be more than 0: 0 is refused, there is no "off" (nor in Apache);
+        a large value comes close.
         """
 
 
@@ -305,10 +343,12 @@ class CGIMaxRuntime(CGISetting, Setting):
     name = "cgi_max_runtime"
     cli = ["--cgi-max-runtime"]
     meta = "SECONDS"
-    validator = _positive_number
+    validator = _runtime_limit
     default = 0
     desc = """\
         Total run time allowed to a CGI script; 0 for no limit (Apache has none).
+
+        Counted in milliseconds: a value between 0 and 0.001 is refused.
         """
 
 
@@ -316,10 +356,13 @@ class CGIKillGrace(CGISetting, Setting):
     name = "cgi_kill_grace"
     cli = ["--cgi-kill-grace"]
     meta = "SECONDS"
-    validator = _positive_number
+    validator = _seconds
     default = 3
     desc = """\
         Seconds between SIGTERM and SIGKILL when a script's process group is killed.
+
+        0: SIGKILL follows SIGTERM at once, scripts get no time to clean up.
+        Also the time scripts get when the daemon stops.
         """
 
 
@@ -341,10 +384,12 @@ class CGIQueueTimeout(CGISetting, Setting):
     name = "cgi_queue_timeout"
     cli = ["--cgi-queue-timeout"]
     meta = "SECONDS"
-    validator = _positive_number
+    validator = _seconds
     default = 10
     desc = """\
         How long a request waits for a free slot under ``cgi_max_scripts``.
+
+        0: no waiting; a request that finds every slot taken gets 503 at once.
         """
 
 
@@ -398,10 +443,12 @@ class CGIRlimitCPU(CGISetting, Setting):
     name = "cgi_rlimit_cpu"
     cli = ["--cgi-rlimit-cpu"]
     meta = "SECONDS"
-    validator = _optional_int
+    validator = _optional_limit
     default = None
     desc = """\
         CPU seconds a script may use (Apache's RLimitCPU); unset for no limit.
+
+        0 is refused (a script would be killed as soon as it ran): leave it unset.
         """
 
 
@@ -409,10 +456,12 @@ class CGIRlimitMem(CGISetting, Setting):
     name = "cgi_rlimit_mem"
     cli = ["--cgi-rlimit-mem"]
     meta = "BYTES"
-    validator = _optional_int
+    validator = _optional_limit
     default = None
     desc = """\
-        Address space a script may use, in bytes (Apache's RLimitMEM).
+        Address space a script may use, in bytes (Apache's RLimitMEM); unset for no limit.
+
+        0 is refused (no script could even start): leave it unset.
         """
 
 
@@ -420,10 +469,13 @@ class CGIRlimitNproc(CGISetting, Setting):
     name = "cgi_rlimit_nproc"
     cli = ["--cgi-rlimit-nproc"]
     meta = "INT"
-    validator = _optional_int
+    validator = _optional_limit
     default = None
     desc = """\
-        Processes the scripts' user may run (Apache's RLimitNPROC).
+        Processes the scripts' user may run (Apache's RLimitNPROC); unset for no limit.
+
+        The count covers all of that user's processes, gunicorn's included.
+        0 is refused, as it reads like "no limit": leave it unset.
         """
 
 
