@@ -29,8 +29,28 @@ def test_stale_socket_file_is_replaced(tmp_path):
     dead = socket.socket(socket.AF_UNIX)
     dead.bind(path)
     dead.close()  # the file stays, nobody listens: stale
+    with pytest.raises(ConnectionRefusedError):
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.connect(path)
     sock = prepare_socket(path, os.geteuid(), os.getegid())
-    sock.close()
+    try:
+        # The path now leads to the returned listener: a client connecting
+        # there is accepted by it and can talk to it.
+        assert sock.getsockname() == path
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        sock.settimeout(5)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(5)
+            client.connect(path)
+            peer, _ = sock.accept()
+            with peer:
+                client.sendall(b"ping")
+                assert peer.recv(4) == b"ping"
+                peer.sendall(b"pong")
+                assert client.recv(4) == b"pong"
+    finally:
+        sock.close()
 
 
 def test_live_socket_of_another_instance_is_refused(tmp_path):
