@@ -112,14 +112,24 @@ def read_frames(s: socket.socket, want: int = 1) -> list[wire.Frame]:
 
 
 def dropped(s: socket.socket, timeout: float = RECV_TIMEOUT) -> bool:
-    """True once the daemon has closed its end (EOF or reset), reading past anything it sent."""
-    s.settimeout(timeout)
+    """Whether the daemon closes its end (EOF or reset) within ``timeout`` seconds.
+
+    Reads past anything it sent first. False when the connection is still
+    open at the deadline.
+    """
+    deadline = time.monotonic() + timeout
     try:
-        while s.recv(65536):
-            pass
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            s.settimeout(remaining)
+            if not s.recv(65536):
+                return True
     except ConnectionResetError:
-        pass
-    return True
+        return True
+    except TimeoutError:
+        return False
 
 
 def log_has(srv: Server, text: str, timeout: float = 5.0) -> None:
@@ -472,3 +482,18 @@ def test_random_bytes_never_hurt_the_daemon(serve):
     assert sent[0] >= 20
     assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
     back_to_baseline(srv, daemon, fds)
+
+
+def test_dropped_tells_an_open_connection_from_a_closed_one():
+    """The helper the tests above rely on: it must be able to say no."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        theirs.sendall(b"a reply first")
+        assert not dropped(ours, 0.2)  # data, but the peer is still there
+        theirs.close()
+        assert dropped(ours, 5)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.sendall(b"unread")  # the peer closes with this unread: we get a reset, not EOF
+        theirs.close()
+        assert dropped(ours, 5)
