@@ -223,9 +223,16 @@ def test_master_kill9_takes_everything_down(serve, worker):
     wait_until(lambda: fd_count(daemon) > fds, 5, what="the second request to be queued in the daemon")
     sock = srv.root / "run" / ("cgisock.%d" % srv.pid)
     assert sock.exists()
+    # Taken before the kill: afterwards nobody is the master's child any more.
+    workers = srv.worker_pids()
+    assert len(workers) == 2 and len(tree) >= 3, (workers, tree)
+    doomed = [supervisor, daemon] + tree
+    assert all(pid_alive(p) for p in doomed + workers), [p for p in doomed + workers if not pid_alive(p)]
 
     os.kill(srv.pid, signal.SIGKILL)
-    elapsed = wait_gone([supervisor, daemon] + tree, 1.0, "supervisor, daemon and scripts")
+    # The master is our child: reap it, so that its pid is really gone.
+    assert srv.proc is not None and srv.proc.wait(5) == -signal.SIGKILL
+    elapsed = wait_gone(doomed, 1.0, "supervisor, daemon and scripts")
     print("\n%s: supervisor, daemon and scripts gone %.0f ms after the master" % (worker, elapsed * 1000))
     wait_until(lambda: not sock.exists(), 1.0, what="the socket to be removed")
     # The worker either saw the daemon go (502) or died with the connection.
@@ -233,7 +240,7 @@ def test_master_kill9_takes_everything_down(serve, worker):
         result = req.join()
         assert isinstance(result, BaseException) or result[0] in (502, 503), result  # type: ignore[index]
     assert "cgid daemon crashed" not in srv.log()
-    wait_gone(srv.worker_pids() if pid_alive(srv.pid) else [], 5, "workers")
+    wait_gone(workers, 5, "workers")
 
 
 def test_supervisor_kill9_then_sighup_restarts_it(serve):
