@@ -11,9 +11,16 @@ record) and ``log_script`` (full record), byte for byte:
   chunk, and like every chunk in Apache it is followed by ``\\n``, even when it
   already ends with one; ``%stderr`` is likewise followed by ``\\n``.
 
-Deliberate differences: a body is written whole, NUL bytes included (Apache
-prints it as a C string, so it stops at the first NUL); a request line with
-an empty query (``/x?``) is logged without the ``?``.
+Deliberate differences: every one-line field (method, URI, query, protocol,
+file name, message, header names and values, the script's offending line) is
+escaped as Apache escapes its error log (``logsafe.escape``: control
+characters, ``\\`` and non-ASCII bytes as ``\\n``, ``\\xhh``...), where
+mod_cgi writes them raw: a ``%0a`` in a URL or a newline in a stderr line
+cannot forge a record, and no input can make one fail to encode. The body,
+``%stdout`` and ``%stderr`` are multi-line data, not fields, and stay raw as
+in Apache; a body is written whole, NUL bytes included (Apache prints it as a C
+string, so it stops at the first NUL); a request line with an empty query
+(``/x?``) is logged without the ``?``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
+
+from gunicorn_cgid import logsafe
 
 FILE_MODE = 0o644  # Apache: 0666 & ~umask; here never writable by group or others
 
@@ -35,17 +44,14 @@ def ctime(now: float) -> str:
         _DAYS[t.tm_wday], _MONTHS[t.tm_mon - 1], t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, t.tm_year)
 
 
-def _native(text: str) -> bytes:
-    """A path or message (undecodable bytes kept as surrogates) back to its bytes."""
-    return text.encode("utf-8", "surrogateescape")
+def _native(text: str | bytes) -> bytes:
+    """A path, file name or message (undecodable bytes kept as surrogates), escaped for one line."""
+    return logsafe.escape(text).encode("ascii")
 
 
-def _wire(text: str) -> bytes:
-    """A WSGI string (one char per byte: query, header names and values) back to its bytes."""
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return _native(text)
+def _wire(text: str | bytes) -> bytes:
+    """A WSGI string (one char per byte: method, query, headers), escaped for one line."""
+    return logsafe.escape(text, wsgi=True).encode("ascii")
 
 
 def _head(method: str, uri: str, query: str, protocol: str, status: int, filename: str,
@@ -58,18 +64,19 @@ def _head(method: str, uri: str, query: str, protocol: str, status: int, filenam
 
 
 def format_error(method: str, uri: str, query: str, protocol: str, status: int,
-                 filename: str, message: str, now: float) -> bytes:
+                 filename: str, message: str | bytes, now: float) -> bytes:
     """The short record: refusals (403, 404, exec failure, daemon unavailable) and each stderr line.
 
     ``uri`` and ``filename`` are native strings (undecodable bytes as
-    surrogates), ``query`` a WSGI string.
+    surrogates), ``query`` a WSGI string; ``message`` may be a stderr line's
+    raw bytes.
     """
     return _head(method, uri, query, protocol, status, filename, now) + b"%error\n" + _native(message) + b"\n"
 
 
 def format_full(method: str, uri: str, query: str, protocol: str, status: int, filename: str,
                 request_headers: Iterable[tuple[str, str]], body: bytes,
-                response_headers: Iterable[tuple[str, str]], last_line: str,
+                response_headers: Iterable[tuple[str, str]], last_line: str | bytes,
                 stdout: bytes, stderr: bytes, now: float) -> bytes:
     """The full record written when the script's output could not be used (500, 502, 504).
 

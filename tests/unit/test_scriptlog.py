@@ -112,19 +112,67 @@ def test_format_full_body_is_written_as_given(utc):
     assert b"\n\n" + body + b"\n%response\n" in full(body=body)
 
 
-def test_bytes_survive(utc):
-    # A path with undecodable bytes (native str with surrogates), a WSGI (latin-1) query and header value.
+def test_non_ascii_and_undecodable_bytes_are_escaped_not_lost(utc):
+    # A path with undecodable bytes (native str with surrogates), a WSGI (latin-1) query and header value:
+    # every byte outside printable ASCII shows as \xhh, as in Apache's error log.
     path = b"/cgi-bin/caf\xc3\xa9/\xff.sh".decode("utf-8", "surrogateescape")
     record = scriptlog.format_full(
         "GET", path, "x=\xe9", "HTTP/1.1", 500, "/srv" + path,
         [("X-Latin", "d\xe9j\xe0")], b"", [], "bad \xff", b"", b"", 0)
-    assert record.startswith(b"%% [Thu Jan 01 00:00:00 1970] GET /cgi-bin/caf\xc3\xa9/\xff.sh?x=\xe9 HTTP/1.1\n"
-                             b"%% 500 /srv/cgi-bin/caf\xc3\xa9/\xff.sh\n")
-    assert b"X-Latin: d\xe9j\xe0\n" in record
-    assert record.endswith(b"%response\nbad \xff\n")
-    message = "stderr line \udcff".encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape")
+    assert record.startswith(b"%% [Thu Jan 01 00:00:00 1970] GET /cgi-bin/caf\\xc3\\xa9/\\xff.sh?x=\\xe9 HTTP/1.1\n"
+                             b"%% 500 /srv/cgi-bin/caf\\xc3\\xa9/\\xff.sh\n")
+    assert b"X-Latin: d\\xe9j\\xe0\n" in record
+    assert record.endswith(b"%response\nbad \\xff\n")
+    message = "stderr line \udcff"
     assert scriptlog.format_error("GET", path, "", "HTTP/1.1", 200, "/x", message, 0).endswith(
-        b"%error\nstderr line \xff\n")
+        b"%error\nstderr line \\xff\n")
+    # A stderr line may be given as the raw bytes it was read as.
+    assert scriptlog.format_error("GET", "/x", "", "HTTP/1.1", 200, "/x", b"bad \xff\xfe end", 0).endswith(
+        b"%error\nbad \\xff\\xfe end\n")
+
+
+# -- forged records ------------------------------------------------------------
+
+def test_newline_in_the_path_cannot_forge_a_line(utc):
+    # GET /cgi-bin/zz%0a[CRITICAL]%20FORGED: the decoded path holds a newline.
+    record = scriptlog.format_error("GET", "/cgi-bin/zz\n[CRITICAL] FORGED", "", "HTTP/1.1", 404,
+                                    "/srv/cgi-bin/zz\n[CRITICAL] FORGED", "script not found or unable to stat", 0)
+    assert record == (b"%% [Thu Jan 01 00:00:00 1970] GET /cgi-bin/zz\\n[CRITICAL] FORGED HTTP/1.1\n"
+                      b"%% 404 /srv/cgi-bin/zz\\n[CRITICAL] FORGED\n"
+                      b"%error\n"
+                      b"script not found or unable to stat\n")
+
+
+def test_every_field_is_escaped(utc):
+    record = scriptlog.format_full(
+        "GE\rT", "/p\x1b[31m", "q=\n%% x", "HTTP/1.1\n", 500, "/f\x00", [("X\nY", "v\r\n%% 200 /x")], b"",
+        [("Status", "5\n")], "bad\x1b]0;title\x07", b"", b"", 0)
+    assert record == (b"%% [Thu Jan 01 00:00:00 1970] GE\\rT /p\\x1b[31m?q=\\n%% x HTTP/1.1\\n\n"
+                      b"%% 500 /f\\x00\n"
+                      b"%request\n"
+                      b"X\\nY: v\\r\\n%% 200 /x\n"
+                      b"%response\n"
+                      b"Status: 5\\n\n"
+                      b"bad\\x1b]0;title\\x07\n")
+
+
+def test_backslash_is_doubled_and_quote_kept(utc):
+    # As ap_escape_errorlog_item: "\\n" typed in a URL cannot pass for an escaped newline.
+    record = scriptlog.format_error("GET", '/a\\nb"c', "", "HTTP/1.1", 404, "/f", "m", 0)
+    assert record.split(b"\n")[0].endswith(b' /a\\\\nb"c HTTP/1.1')
+
+
+def test_any_surrogate_is_written(utc):
+    # Surrogates that stand for no byte (not from surrogateescape) used to raise UnicodeEncodeError.
+    record = scriptlog.format_error("GET", "/\ud800", "\udcff\u20ac", "HTTP/1.1", 404, "/\udfff", "\udc00", 0)
+    assert record.startswith(b"%% [Thu Jan 01 00:00:00 1970] GET /\\ud800?\\xff\\xe2\\x82\\xac HTTP/1.1\n"
+                             b"%% 404 /\\udfff\n%error\n\\udc00\n")
+
+
+def test_body_and_script_output_stay_raw(utc):
+    record = full(body=b"a\nb\x1b", stdout=b"x\ny\xff", stderr=b"e\r\n")
+    assert b"\na\nb\x1b\n%response\n" in record
+    assert record.endswith(b"%stdout\nx\ny\xff\n%stderr\ne\r\n\n")
 
 
 # -- append ------------------------------------------------------------------
