@@ -1,11 +1,15 @@
 """Typed failures of the CGI gateway, each carrying its HTTP status and log line.
 
-Used by the worker (and the pure parsers it calls). Exactly one place, the
-WSGI app, turns a ``CGIError`` into a response, so no path returns without
-a status.
+Used by the worker (and the pure parsers it calls). Every way a request can
+fail is a ``CGIError``, raised wherever it is found (mapping, the daemon, the
+script's streams, the client) and handled in one place, ``worker/app.py``:
+before the response headers it becomes an error page, after them the
+response is cut (``ResponseCut``) so the client sees it is incomplete.
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class CGIError(Exception):
@@ -20,6 +24,9 @@ class CGIError(Exception):
 
     status: int = 500
     full_record: bool = False
+    level: str = "error"   # error-log level: "info" for what is the client's doing
+    script_log: bool = True  # whether ScriptLog gets a record (Apache logs failed scripts, not clients)
+    default_headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, *, status: int | None = None,
                  headers: list[tuple[str, str]] | None = None, filename: str | None = None) -> None:
@@ -27,7 +34,7 @@ class CGIError(Exception):
         self.message = message
         if status is not None:
             self.status = status
-        self.headers = headers or []
+        self.headers = list(headers) if headers is not None else list(self.default_headers)
         self.filename = filename  # the file the URL mapped to, when known (ScriptLog names it)
 
 
@@ -59,9 +66,37 @@ class BadGateway(CGIError):
 
 
 class ScriptTimeout(CGIError):
-    """No output within ``cgi_timeout`` (or past ``cgi_max_runtime``) before the headers."""
+    """The script neither wrote output nor read input for ``cgi_timeout`` seconds."""
     status = 504
     full_record = True
+
+
+class ScriptCut(CGIError):
+    """The script was killed (``cgi_max_runtime``, daemon stop) in the middle of its output."""
+    status = 502
+
+
+class ClientGone(CGIError):
+    """The client closed or reset its connection while its script ran.
+
+    Not the server's fault: one info line, no ScriptLog record. The status
+    (nginx's 499) only ever reaches the access log.
+    """
+    status = 499
+    level = "info"
+    script_log = False
+
+
+class RequestTimeout(CGIError):
+    """The client stopped sending its request body for ``cgi_timeout`` seconds."""
+    status = 408
+    level = "info"
+    script_log = False
+
+
+class DaemonLost(CGIError):
+    """The daemon's connection closed (or sent garbage) before the script's exit was reported."""
+    status = 502
 
 
 class SpawnError(CGIError):
@@ -70,10 +105,25 @@ class SpawnError(CGIError):
 
 
 class DaemonUnavailable(CGIError):
-    """The CGI daemon cannot be reached, or it went away mid-request."""
+    """The CGI daemon cannot be reached, or refuses to start scripts now (stopping, failed)."""
     status = 503
+    default_headers = (("Retry-After", "5"),)
 
 
 class Busy(CGIError):
     """``cgi_max_scripts`` scripts are running and the queue wait ran out."""
     status = 503
+
+
+class ResponseCut(BrokenPipeError):
+    """Raised from the response iterator to end a response that cannot be finished.
+
+    gunicorn's HTTP/1 workers treat EPIPE from the application as a closed
+    connection: no final chunk is written, the connection is closed, the
+    access log is still written, and nothing but a debug line is logged. So
+    the client sees a truncated response as truncated. (Over HTTP/2 gunicorn
+    resets the stream.)
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(errno.EPIPE, "response cut: %s" % why)

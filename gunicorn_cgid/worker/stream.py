@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gunicorn_cgid import wire
+from gunicorn_cgid.errors import BadRequest, CGIError, ClientGone, DaemonLost, RequestTimeout, ScriptTimeout
 from gunicorn_cgid.worker.client import ScriptChannel
 
 # Script output is read in large steps (fewer trips through the WSGI server
@@ -34,16 +35,11 @@ _IN = select.POLLIN | select.POLLPRI
 _DONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
-class IdleTimeout(Exception):
+class IdleTimeout(ScriptTimeout):
     """No output (and no input consumed) for ``cgi_timeout`` seconds."""
 
-
-class ClientGone(Exception):
-    """The client closed its connection while the script was running."""
-
-
-class DaemonLost(Exception):
-    """The control connection closed before the script's exit was reported."""
+    def __init__(self) -> None:
+        super().__init__("no output and no input read for the idle timeout")
 
 
 class ScriptSession:
@@ -51,8 +47,9 @@ class ScriptSession:
 
     def __init__(self, channel: ScriptChannel, idle_timeout: float,
                  on_stderr: Callable[[bytes], None], client: socket.socket | None = None,
-                 keep_body: int = 0) -> None:
+                 keep_body: int = 0, shared_client: bool = False) -> None:
         self.ch = channel
+        self.shared_client = shared_client  # HTTP/2: one socket carries many requests
         self.idle_timeout = idle_timeout
         self.on_stderr = on_stderr
         self.client = client
@@ -67,37 +64,70 @@ class ScriptSession:
         self.watch_client = client is not None
         self.keep_body = keep_body
         self.body_head = bytearray()  # the first keep_body bytes, for ScriptLog
+        self.body_reading = False     # the body helper is waiting for the client
+        self.body_failure: CGIError | None = None  # why the body could not be read whole
         for fr in channel.early:
             self._on_frame(fr)
 
     # -- request body --------------------------------------------------------
 
     def send_body(self, wsgi_input: Any, length: int | None) -> None:
-        """Start feeding the body to stdin; closes stdin at its end (EOF for the script)."""
+        """Start feeding the body to stdin; closes stdin at its end (EOF for the script).
+
+        A body that cannot be read whole (the client left, stalled, or sent
+        broken chunks) is never ended with EOF: the script is killed instead,
+        so it cannot take a partial upload for a complete one, and the
+        failure is raised from the next ``read()``.
+        """
         if length == 0 or wsgi_input is None:
             self._close_stdin()
             return
-        if length is not None and length <= INLINE_BODY_MAX:
-            data = _read_exactly(wsgi_input, length)
-            self._keep(data)
-            try:
-                self.ch.stdin.sendall(data)
-            except OSError as exc:
-                self.body_error = str(exc)
-            self._close_stdin()
+        if length is not None and length <= INLINE_BODY_MAX and self.client is not None and not self.shared_client:
+            self._send_inline(wsgi_input, length)
             return
         self.watch_client = False  # the client socket carries the body now
         self.body_thread = threading.Thread(target=self._pump_body, args=(wsgi_input, length),
                                             name="cgi-body", daemon=True)
         self.body_thread.start()
 
+    def _send_inline(self, wsgi_input: Any, length: int) -> None:
+        """A small body, read here under the idle timeout (no helper thread)."""
+        client = self.client
+        assert client is not None
+        previous = client.gettimeout()
+        client.settimeout(self.idle_timeout)
+        try:
+            data = _read_exactly(wsgi_input, length)
+        except Exception as exc:
+            self._body_failed(exc)
+            return
+        finally:
+            try:
+                client.settimeout(previous)
+            except OSError:
+                pass
+        if len(data) < length:
+            self._body_failed(None)
+            return
+        self._keep(data)
+        try:
+            self.ch.stdin.sendall(data)
+        except OSError as exc:
+            self.body_error = str(exc)
+        self._close_stdin()
+
     def _pump_body(self, wsgi_input: Any, length: int | None) -> None:
         remaining = length
         try:
             while remaining is None or remaining > 0:
                 want = BODY_READ_BYTES if remaining is None else min(BODY_READ_BYTES, remaining)
+                self.body_reading = True
                 chunk = wsgi_input.read(want)
+                self.body_reading = False
                 if not chunk:
+                    if remaining:
+                        self._body_failed(None)
+                        return
                     break
                 if remaining is not None:
                     remaining -= len(chunk)
@@ -110,23 +140,51 @@ class ScriptSession:
                         # The script stopped reading (AH02651); keep draining
                         # the client so the connection stays usable.
                         self.body_error = str(exc)
-        except Exception as exc:  # a client read error ends the body
-            self.body_error = self.body_error or "client read error: %s" % exc
+        except Exception as exc:  # a client read error, a timeout, broken chunks
+            self._body_failed(exc)
+            return
         finally:
-            self._close_stdin()
+            self.body_reading = False
             # The body is read: from now on the client's socket says only
             # whether the client is still there.
-            self.watch_client = self.client is not None
+            self.watch_client = self.client is not None and self.body_failure is None
+        self._close_stdin()
 
-    def wait_body(self, timeout: float) -> bool:
-        """Wait for the body thread to finish reading the request; False if it is still at it.
+    def _body_failed(self, exc: BaseException | None) -> None:
+        """Kill the script (stdin stays open: no EOF) and remember why for ``read()``."""
+        if exc is None:
+            failure: CGIError = ClientGone("the client left before sending its whole request body")
+        elif isinstance(exc, TimeoutError):
+            failure = RequestTimeout("the client sent no request body for %.0f s" % self.idle_timeout)
+        elif isinstance(exc, OSError):
+            failure = ClientGone("the client connection failed while sending the request body: %s" % exc)
+        else:
+            failure = BadRequest("malformed request body: %s" % (str(exc) or exc.__class__.__name__))
+        self.body_failure = failure
+        self.body_error = failure.message
+        try:
+            self.ch.control.sendall(wire.encode_kill(wire.REASON_KILLED))
+        except OSError:
+            pass
+
+    def stop_body(self, timeout: float) -> bool:
+        """Make sure the body helper is done before the server touches the connection again.
 
         The request body must be fully read by us, or not at all, before the
-        server reuses the connection: two readers of one body would race.
+        server reuses the connection: two readers of one body would race. A
+        helper still waiting for the client is stopped by shutting down the
+        reading side of the client's socket (not over HTTP/2, whose streams
+        share it); the server then sees EOF and closes the connection after
+        the response. False if the helper is still running.
         """
         thread = self.body_thread
-        if thread is None:
+        if thread is None or not thread.is_alive():
             return True
+        if self.client is not None and self.shared_client is False:
+            try:
+                self.client.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
         thread.join(timeout)
         return not thread.is_alive()
 
@@ -145,11 +203,19 @@ class ScriptSession:
     # -- output --------------------------------------------------------------
 
     def read(self) -> bytes:
-        """The next chunk of stdout; b"" at EOF. Raises IdleTimeout, ClientGone or DaemonLost."""
+        """The next chunk of stdout; b"" at EOF. Raises IdleTimeout, ClientGone or DaemonLost.
+
+        The client's socket is watched only here: once the script's output
+        is over, ending it (``finish``, ``kill``) must not depend on the client.
+        """
         while self.stdout_open:
             chunk = self._poll_once(want_stdout=True)
+            if self.body_failure is not None:
+                raise self.body_failure
             if chunk:
                 return chunk
+        if self.body_failure is not None:
+            raise self.body_failure
         return b""
 
     def finish(self, timeout: float) -> wire.Exited | None:
@@ -192,7 +258,7 @@ class ScriptSession:
             fds[self.ch.stderr.fileno()] = "stderr"
         if self.control_open:
             fds[self.ch.control.fileno()] = "control"
-        if self.watch_client and self.client is not None:
+        if want_stdout and self.watch_client and self.client is not None:
             try:
                 fds[self.client.fileno()] = "client"
             except OSError:
@@ -200,7 +266,10 @@ class ScriptSession:
         for fd in fds:
             poller.register(fd, _IN)
         now = time.monotonic()
-        idle_deadline = max(self.last_activity, now) + self.idle_timeout if want_stdout else deadline
+        # The idle deadline counts from the last byte moved either way (stdout,
+        # stderr, or request body into stdin), never from "now": wake-ups that
+        # move nothing must not push it forward.
+        idle_deadline = self.last_activity + self.idle_timeout if want_stdout else deadline
         if deadline is not None and idle_deadline is not None:
             idle_deadline = min(idle_deadline, deadline)
         wait = None if idle_deadline is None else max(0.0, idle_deadline - now)
@@ -210,9 +279,9 @@ class ScriptSession:
             wait = BODY_WATCH_TICK_SECONDS if wait is None else min(wait, BODY_WATCH_TICK_SECONDS)
         events = poller.poll(None if wait is None else int(wait * 1000) + 1)
         if not events:
-            if time.monotonic() >= (idle_deadline or 0) and time.monotonic() - self.last_activity >= self.idle_timeout:
-                raise IdleTimeout()
-            if deadline is not None and time.monotonic() >= deadline:
+            if idle_deadline is not None and time.monotonic() >= idle_deadline:
+                if want_stdout and self.body_reading:
+                    raise RequestTimeout("the client sent no request body for %.0f s" % self.idle_timeout)
                 raise IdleTimeout()
             return b""
         out = b""
@@ -243,13 +312,13 @@ class ScriptSession:
         if not data:
             self.control_open = False
             if self.exited is None:
-                raise DaemonLost("cgi daemon closed the connection of pid %d" % self.ch.pid)
+                raise DaemonLost("the CGI daemon closed the connection of pid %d" % self.ch.pid)
             return
         try:
             frames = self.ch.decoder.feed(data)
         except wire.WireError as exc:
             self.control_open = False
-            raise DaemonLost("garbage from cgi daemon: %s" % exc) from None
+            raise DaemonLost("garbage from the CGI daemon: %s" % exc) from None
         for fr in frames:
             self._on_frame(fr)
 
@@ -264,10 +333,10 @@ class ScriptSession:
             return
         except OSError:
             peek = b""
+        self.watch_client = False  # either way, not ours to watch any more
         if peek:
-            self.watch_client = False  # a pipelined request: not ours to read
-            return
-        raise ClientGone()
+            return  # a pipelined request: not ours to read
+        raise ClientGone("the client closed the connection")
 
     # -- stderr --------------------------------------------------------------
 

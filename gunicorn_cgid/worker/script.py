@@ -1,0 +1,169 @@
+"""One script run: started through the daemon, its head read, its output read, ended.
+
+Runs in the worker. ``ScriptRun.start`` maps nothing and decides nothing: it
+is given the script and its environment, asks the daemon for a process wired
+to our sockets and starts streaming the request body in. ``end`` makes sure
+the process is gone and its exit accounted for, whichever way the run ended;
+it is idempotent, so every path may call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from gunicorn_cgid import wire
+from gunicorn_cgid.errors import ClientGone, DaemonLost, DaemonUnavailable, ScriptHeaderError, ScriptTimeout
+from gunicorn_cgid.headers import Head, HeaderParser
+from gunicorn_cgid.mapping import ScriptTarget
+from gunicorn_cgid.worker import ending, metrics
+from gunicorn_cgid.worker.client import start_script
+from gunicorn_cgid.worker.request import Request
+from gunicorn_cgid.worker.stream import IdleTimeout, ScriptSession
+
+log = logging.getLogger("gunicorn.error")
+
+SCRIPTLOG_STDOUT_MAX = 1024 * 1024   # output kept for a ScriptLog record
+HEAD_EOF_EXIT_WAIT_SECONDS = 0.5     # after EOF before the headers: did the daemon die?
+EXIT_WAIT_EXTRA_SECONDS = 1.0        # beyond the kill grace, for the exit report
+BODY_STOP_SECONDS = 5.0              # for the body helper to notice a shut-down client
+
+
+class ScriptRun:
+    """A running script and everything read from it so far."""
+
+    def __init__(self, req: Request, target: ScriptTarget, env: dict[str, str]) -> None:
+        self.req = req
+        self.target = target
+        self.env = env
+        self.session: ScriptSession | None = None
+        self.parser = HeaderParser()
+        self.stdout_seen = bytearray()   # output kept for ScriptLog's record
+        self.status_for_log = 200        # the status ScriptLog records for stderr lines
+        self.exited: wire.Exited | None = None
+        self.ended = False
+        self.sent = 0                    # body bytes handed to the server so far
+
+    @property
+    def filename(self) -> str:
+        return self.target.filename
+
+    # -- send ------------------------------------------------------------------
+
+    def start(self, request: wire.SpawnRequest) -> None:
+        """Spawn through the daemon and start the body; raises a CGIError if it cannot."""
+        opts = self.req.opts
+        began = time.monotonic()
+        channel = start_script(opts.sock_path, request, opts.queue_timeout)
+        metrics.spawned((time.monotonic() - began) * 1000)
+        self.req.environ["cgi.pid"] = str(channel.pid)
+        self.session = ScriptSession(
+            channel, opts.timeout, self._stderr_line, self.req.environ.get("gunicorn.socket"),
+            keep_body=opts.script_log_buffer if opts.script_log else 0,
+            shared_client=self.req.shared_socket)
+        self.session.send_body(*self.req.body())
+
+    # -- read --------------------------------------------------------------------
+
+    def read(self) -> bytes:
+        """The next piece of stdout, b"" at its end; raises CGIError subclasses."""
+        assert self.session is not None
+        data = self.session.read()
+        if self.req.opts.script_log and len(self.stdout_seen) < SCRIPTLOG_STDOUT_MAX:
+            self.stdout_seen += data
+        return data
+
+    def read_head(self) -> Head:
+        """Read until the header block is complete (Apache's ap_scan_script_header_err)."""
+        name = os.path.basename(self.filename)
+        try:
+            while True:
+                data = self.read()
+                if not data:
+                    # Before blaming the script, see whether the daemon died
+                    # under it (its kill also ends stdout): that is a 502.
+                    assert self.session is not None
+                    self.session.finish(HEAD_EOF_EXIT_WAIT_SECONDS)
+                    return self.parser.close()
+                head = self.parser.feed(data)
+                if head is not None:
+                    return head
+        except IdleTimeout:
+            metrics.timed_out()
+            raise ScriptTimeout("Script timed out before returning headers: %s" % name) from None
+        except DaemonLost as exc:
+            raise DaemonLost("%s; %s ended before its headers" % (exc.message, self.filename)) from None
+        except ScriptHeaderError as err:
+            err.message = "%s: %s" % (err.message, name)
+            raise
+
+    def read_line(self, limit: int) -> bytes:
+        """For NPH: output up to the first newline (and what came with it)."""
+        first = b""
+        while b"\n" not in first and len(first) < limit:
+            chunk = self.read()
+            if not chunk:
+                break
+            first += chunk
+        return first
+
+    # -- end ---------------------------------------------------------------------
+
+    def end(self, reason: int = wire.REASON_KILLED, drain: bool = False) -> wire.Exited | None:
+        """Make sure the script is gone and accounted for; idempotent.
+
+        ``drain`` reads stdout to its end first (an internal redirect discards
+        it); a script still running is killed with ``reason``.
+        """
+        session = self.session
+        if session is None or self.ended:
+            return self.exited
+        self.ended = True
+        opts = self.req.opts
+        try:
+            if drain:
+                try:
+                    while self.read():
+                        pass
+                except (ScriptTimeout, ClientGone, DaemonLost, DaemonUnavailable):
+                    pass
+            exited = session.exited
+            if exited is None and not session.stdout_open:
+                try:
+                    exited = session.finish(min(opts.timeout, 5.0))
+                except (ScriptTimeout, ClientGone, DaemonLost):
+                    exited = session.exited
+            if exited is None:
+                exited = session.kill(reason, opts.kill_grace + EXIT_WAIT_EXTRA_SECONDS)
+            self.exited = exited
+            if exited is None:
+                log.error("CGI script %s (pid %d): no exit status from the daemon", self.filename, session.ch.pid)
+            else:
+                ending.account(self.req, self.filename, session.ch.pid, exited)
+            if session.body_error and session.body_failure is None:
+                log.info("Error writing request body to script %s: %s", self.filename, session.body_error)
+            if not session.stop_body(BODY_STOP_SECONDS):
+                log.warning("client of %s still sending its body after the request ended", self.filename)
+            return exited
+        finally:
+            session.close()
+
+    def capture_rest(self) -> None:
+        """For a ScriptLog record: what the script printed after a bad header, for at most a second."""
+        session = self.session
+        if session is None or self.ended:
+            return
+        session.idle_timeout = min(session.idle_timeout, 1.0)
+        try:
+            while self.read():
+                pass
+        except Exception:  # noqa: BLE001 - whatever ended the capture, the record is written
+            pass
+
+    @property
+    def body_head(self) -> bytes:
+        return bytes(self.session.body_head) if self.session is not None else b""
+
+    def _stderr_line(self, line: bytes) -> None:
+        ending.stderr_line(self.req, self.filename, line, self.status_for_log)
