@@ -29,18 +29,37 @@ class CGIError(Exception):
     default_headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, message: str, *, status: int | None = None,
-                 headers: list[tuple[str, str]] | None = None, filename: str | None = None) -> None:
+                 headers: list[tuple[str, str]] | None = None, filename: str | None = None,
+                 code: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.code = code  # Apache's message number (AH01264...), for lines Apache numbers
         if status is not None:
             self.status = status
         self.headers = list(headers) if headers is not None else list(self.default_headers)
         self.filename = filename  # the file the URL mapped to, when known (ScriptLog names it)
 
+    @property
+    def log_line(self) -> str:
+        """The error-log text: Apache's log_scripterror shape when the line has a number."""
+        if self.code and self.filename:
+            return "%s: stderr from %s: %s" % (self.code, self.filename, self.message)
+        return "%s: %s" % (self.code, self.message) if self.code else self.message
+
 
 class NotFound(CGIError):
     """No script at the mapped path (Apache AH01264)."""
     status = 404
+
+
+class Unmapped(NotFound):
+    """No ``script_alias`` covers the URL: a plain 404 that never reached CGI.
+
+    Apache's core logs this at info level and mod_cgid never sees it, so no
+    ScriptLog record either (else any crawler fills the ScriptLog).
+    """
+    level = "info"
+    script_log = False
 
 
 class Forbidden(CGIError):

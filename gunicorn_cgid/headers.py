@@ -201,19 +201,19 @@ class HeaderParser:
             # Also catches obs-fold continuation lines (RFC 9112 §5.2),
             # which RFC 3875 does not allow either.
             raise ScriptHeaderError(
-                f"malformed header from script: Bad header: {text[:30]!r}"
+                f"malformed header from script: Bad header: {text[:30]}"
             )
         # The name is not trimmed: "Foo : bar" is refused, as RFC 9112 §5.1
         # requires for whitespace before the colon.
         if not _TOKEN.fullmatch(name):
             raise ScriptHeaderError(
-                f"malformed header from script: Bad header name: {name[:30]!r}"
+                f"malformed header from script: Bad header name: {name[:30]}"
             )
         value = value.strip(" \t")
         if _CTL.search(value):
             raise ScriptHeaderError(
-                f"malformed header from script: Bad value for header {name!r}: "
-                f"{value[:30]!r}"
+                f"malformed header from script: Bad value for header {name}: "
+                f"{value[:30]}"
             )
         self._add(name, value)
         return None

@@ -14,7 +14,7 @@ import stat as stat_mod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gunicorn_cgid.errors import BadRequest, Forbidden, NotFound
+from gunicorn_cgid.errors import BadRequest, Forbidden, NotFound, Unmapped
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,7 @@ def map_request(
     if document_root is not None:
         return _walk(document_root.rstrip("/") or "/", "", path, "", document_root, extensions,
                      accept_path_info, follow_symlinks, stat, realpath)
-    raise NotFound("no script_alias matches %r" % path)
+    raise Unmapped("no script_alias matches %r" % path)
 
 
 def _walk(base: str, url_base: str, rest: str, prefix: str, context_root: str,
@@ -149,7 +149,7 @@ def _walk(base: str, url_base: str, rest: str, prefix: str, context_root: str,
                             % fs_path, filename=fs_path)
         target = ScriptTarget(url, path_info, fs_path, prefix, context_root)
         return _checked(target, fs_path, base, accept_path_info, follow_symlinks, realpath)
-    raise Forbidden("attempt to invoke directory as script: %s" % fs_path, filename=fs_path)
+    raise Forbidden("attempt to invoke directory as script", filename=fs_path, code="AH01265")
 
 
 def _stat(stat: Callable[[str], os.stat_result], path: str) -> os.stat_result:
@@ -160,7 +160,7 @@ def _stat(stat: Callable[[str], os.stat_result], path: str) -> os.stat_result:
         raise Forbidden("access to %s denied because search permissions are missing on a component of the path"
                         % path, filename=path) from None
     except OSError:
-        raise NotFound("script not found or unable to stat: %s" % path, filename=path) from None
+        raise NotFound("script not found or unable to stat", filename=path, code="AH01264") from None
 
 
 def _checked(target: ScriptTarget, fs_path: str, root: str, accept_path_info: bool,

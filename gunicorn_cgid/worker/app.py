@@ -235,7 +235,8 @@ def _cut(req: Request, run: ScriptRun, err: CGIError) -> None:
     """A failure after the response headers: the client must see the response is incomplete."""
     if isinstance(err, IdleTimeout):
         metrics.timed_out()
-        err.message = "Timeout waiting for output from CGI script %s" % run.filename
+        err.message, err.code, err.level = "Timeout waiting for output from CGI script %s" % run.filename, \
+            "AH01220", "warning"
     ending.finish(req, run, err, progress="after %d bytes of the response body" % run.sent)
     raise ResponseCut(err.message)
 

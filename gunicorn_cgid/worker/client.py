@@ -108,7 +108,7 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
             raise Busy(failure.message, headers=[("Retry-After", "5")])
         if failure.code == wire.FAIL_EXEC:
             raise SpawnError("%s (errno %d: %s)" % (failure.message, failure.errno,
-                                                   errno.errorcode.get(failure.errno, "?")))
+                                                   errno.errorcode.get(failure.errno, "?")), code="AH01241")
         raise DaemonUnavailable("cgi daemon refused the request: %s" % failure.message)
     raise DaemonUnavailable("cgi daemon sent an unexpected frame %#x" % fr.kind)
 

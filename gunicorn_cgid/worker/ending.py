@@ -13,7 +13,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from gunicorn_cgid import scriptlog, wire
+from gunicorn_cgid import logsafe, scriptlog, wire
 from gunicorn_cgid.environ import headers_from_wsgi
 from gunicorn_cgid.errors import CGIError
 from gunicorn_cgid.worker import metrics
@@ -40,27 +40,33 @@ def finish(req: Request, run: ScriptRun | None, err: CGIError | None, progress: 
     if req.finished:
         return
     req.finished = True
+    if err is not None:
+        report(req, run, err, progress)  # the cause first, as Apache logs it
     if run is not None:
         if err is not None and err.full_record and req.opts.script_log:
             # ScriptLog's full record shows what the script printed after the
             # bad line, as Apache reads it before logging.
             run.capture_rest()
-        run.end(wire.REASON_KILLED)
-    if err is not None:
-        report(req, run, err, progress)
+        # A script we ended because the request failed is not a second
+        # failure: its exit is accounted for, not logged again.
+        run.end(wire.REASON_KILLED, log_exit=err is None)
+    if err is not None and err.level != "info" and err.script_log and req.opts.script_log:
+        _scriptlog(req, run, err)
 
 
 def report(req: Request, run: ScriptRun | None, err: CGIError, progress: str = "") -> None:
-    """One error-log line for a failure, and its ScriptLog record."""
-    if err.level == "info":
-        script = run.filename if run is not None else (err.filename or req.path)
-        log.info("[client %s] %s (%s%s)", req.client, err.message, script, ", " + progress if progress else "")
-        return
-    log.error("[client %s] %s", req.client, err.message)
+    """The one error-log line of a failure; request-controlled text is escaped."""
     if run is not None:
         run.status_for_log = err.status
-    if not req.opts.script_log or not err.script_log:
+    if err.level == "info":
+        script = run.filename if run is not None else (err.filename or req.path)
+        log.info("[client %s] %s (%s%s)", req.client, logsafe.escape(err.log_line), logsafe.escape(script),
+                 ", " + progress if progress else "")
         return
+    getattr(log, err.level)("[client %s] %s", req.client, logsafe.escape(err.log_line))
+
+
+def _scriptlog(req: Request, run: ScriptRun | None, err: CGIError) -> None:
     if err.full_record and run is not None:
         _scriptlog_full(req, run, err.status)
     else:
@@ -68,8 +74,13 @@ def report(req: Request, run: ScriptRun | None, err: CGIError, progress: str = "
         scriptlog_error(req, err.status, err.message, filename)
 
 
-def account(req: Request, filename: str, pid: int, exited: wire.Exited) -> None:
-    """The script's exit into the WSGI environ (for the access log), metrics and the error log."""
+def account(req: Request, filename: str, pid: int, exited: wire.Exited, log_exit: bool = True) -> None:
+    """The script's exit into the WSGI environ (for the access log), metrics and the error log.
+
+    Beyond Apache, which logs nothing of a script's exit: a non-zero status or
+    a kill is one warning line (``log_exit``), unless the request's failure
+    was already logged as the cause.
+    """
     status = exited.wait_status
     environ = req.environ
     if os.WIFSIGNALED(status):
@@ -87,11 +98,11 @@ def account(req: Request, filename: str, pid: int, exited: wire.Exited) -> None:
     environ["cgi.maxrss_kb"] = str(exited.maxrss_kb)
     metrics.exited("signal" if sig is not None else ("ok" if code == 0 else "error"),
                    exited.wall_us / 1000, bool(exited.reason))
-    if code != 0 or exited.reason:
+    if log_exit and (code != 0 or exited.reason):
         why = _REASONS.get(exited.reason, "")
-        log.error("CGI script %s (pid %d) %s%s [%s]", filename, pid,
-                  "exited with status %d" % code if code is not None else "killed by signal %d" % sig,
-                  " (%s)" % why if why else "", req.line)
+        log.warning("[client %s] CGI script %s (pid %d) %s%s [%s]", req.client, logsafe.escape(filename), pid,
+                    "exited with status %d" % code if code is not None else "killed by signal %d" % sig,
+                    " (%s)" % why if why else "", logsafe.escape(req.line))
 
 
 def was_cut(exited: wire.Exited | None) -> bool:
@@ -104,13 +115,12 @@ def was_cut(exited: wire.Exited | None) -> bool:
 
 def stderr_line(req: Request, filename: str, line: bytes, status: int) -> None:
     """A line the script wrote to stderr: to the error log at once, and to ScriptLog."""
-    text = line.decode("utf-8", "backslashreplace")
-    log.error("[client %s] stderr from %s: %s", req.client, filename, text)
+    log.error("[client %s] AH01215: stderr from %s: %s", req.client, logsafe.escape(filename), logsafe.escape(line))
     if req.opts.script_log:
-        scriptlog_error(req, status, text, filename)
+        scriptlog_error(req, status, line, filename)
 
 
-def scriptlog_error(req: Request, status: int, message: str, filename: str) -> None:
+def scriptlog_error(req: Request, status: int, message: str | bytes, filename: str) -> None:
     record = scriptlog.format_error(req.method, req.path, req.query, req.environ.get("SERVER_PROTOCOL", ""),
                                     status, filename, message, time.time())
     scriptlog.append(req.opts.script_log or "-", req.opts.script_log_length, record)

@@ -95,7 +95,10 @@ class ScriptRun:
         except DaemonLost as exc:
             raise DaemonLost("%s; %s ended before its headers" % (exc.message, self.filename)) from None
         except ScriptHeaderError as err:
-            err.message = "%s: %s" % (err.message, name)
+            if "from script:" in err.message:
+                err.message = err.message.replace("from script:", "from script '%s':" % name, 1)
+            else:
+                err.message = "%s: %s" % (err.message, name)
             raise
 
     def read_line(self, limit: int) -> bytes:
@@ -110,7 +113,7 @@ class ScriptRun:
 
     # -- end ---------------------------------------------------------------------
 
-    def end(self, reason: int = wire.REASON_KILLED, drain: bool = False) -> wire.Exited | None:
+    def end(self, reason: int = wire.REASON_KILLED, drain: bool = False, log_exit: bool = True) -> wire.Exited | None:
         """Make sure the script is gone and accounted for; idempotent.
 
         ``drain`` reads stdout to its end first (an internal redirect discards
@@ -140,7 +143,7 @@ class ScriptRun:
             if exited is None:
                 log.error("CGI script %s (pid %d): no exit status from the daemon", self.filename, session.ch.pid)
             else:
-                ending.account(self.req, self.filename, session.ch.pid, exited)
+                ending.account(self.req, self.filename, session.ch.pid, exited, log_exit)
             if session.body_error and session.body_failure is None:
                 log.info("Error writing request body to script %s: %s", self.filename, session.body_error)
             if not session.stop_body(BODY_STOP_SECONDS):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_cgid.errors import BadRequest, CGIError, Forbidden, NotFound
+from gunicorn_cgid.errors import BadRequest, CGIError, Forbidden, NotFound, Unmapped
 from gunicorn_cgid.mapping import Alias, ScriptTarget, make_aliases, map_request, normalize_path
 
 
@@ -177,9 +177,9 @@ ERRORS: list[tuple[str, str, dict, type[CGIError]]] = [
     ("missing", "/cgi-bin/missing.sh", {}, NotFound),
     ("missing with path info", "/cgi-bin/missing.sh/x", {}, NotFound),
     ("missing in a subdirectory", "/cgi-bin/sub/nope/x.sh", {}, NotFound),
-    ("no alias, no document root", "/elsewhere/env.sh", {}, NotFound),
-    ("segment boundary without document root", "/cgi-binx/env.sh", {}, NotFound),
-    ("file alias segment boundary", "/toolx", {}, NotFound),
+    ("no alias, no document root", "/elsewhere/env.sh", {}, Unmapped),
+    ("segment boundary without document root", "/cgi-binx/env.sh", {}, Unmapped),
+    ("file alias segment boundary", "/toolx", {}, Unmapped),
     ("file alias segment boundary, document root", "/toolx", {"docroot": "/srv/www"}, NotFound),
     ("directory", "/cgi-bin/sub", {}, Forbidden),
     ("directory with slash", "/cgi-bin/sub/", {}, Forbidden),
@@ -210,7 +210,7 @@ def test_map_request_errors(path, kw, error):
     with pytest.raises(error) as info:
         run(path, **kw)
     assert info.type is error
-    assert info.value.status == {NotFound: 404, Forbidden: 403, BadRequest: 400}[error]
+    assert info.value.status == {NotFound: 404, Unmapped: 404, Forbidden: 403, BadRequest: 400}[error]
 
 
 @pytest.mark.parametrize("path, kw, fragment", [
@@ -225,7 +225,7 @@ def test_map_request_errors(path, kw, error):
 def test_error_messages_say_why(path, kw, fragment):
     with pytest.raises(CGIError) as info:
         run(path, **kw)
-    assert fragment in info.value.message
+    assert fragment in info.value.log_line
 
 
 @pytest.mark.parametrize("path, raw", [
