@@ -113,6 +113,13 @@ class RequestTimeout(CGIError):
     script_log = False
 
 
+class ClientStalled(CGIError):
+    """The client stopped reading its response for ``cgi_timeout`` seconds."""
+    status = 408
+    level = "info"
+    script_log = False
+
+
 class DaemonLost(CGIError):
     """The daemon's connection closed (or sent garbage) before the script's exit was reported."""
     status = 502

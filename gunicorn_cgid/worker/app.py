@@ -32,7 +32,7 @@ from gunicorn_cgid.worker import context, ending, metrics, nph
 from gunicorn_cgid.worker.reply import DISCARD, REPLACE, STREAM, Redirect, Reply, decide, error_page
 from gunicorn_cgid.worker.request import Request
 from gunicorn_cgid.worker.script import ScriptRun
-from gunicorn_cgid.worker.stream import IdleTimeout
+from gunicorn_cgid.worker.stream import IdleTimeout, paced
 
 log = logging.getLogger("gunicorn.error")
 
@@ -172,17 +172,25 @@ def spawn_request(req: Request, run: ScriptRun) -> wire.SpawnRequest:
 def _relay(req: Request, run: ScriptRun, reply: Reply, first: bytes) -> Iterator[bytes]:
     """The response body, as the script writes it; finishes the request whatever happens."""
     err: CGIError | None = None
+    client = req.environ.get("gunicorn.socket") if not req.shared_socket else None
+    timeout = req.opts.timeout
     try:
         if first and reply.mode == STREAM:
             run.sent += len(first)
-            yield first
+            yield first  # a fresh response: the socket has room for its first piece
         while True:
             chunk = run.read()
             if not chunk:
                 break
-            if reply.mode == STREAM:
+            if reply.mode != STREAM:
+                continue
+            if client is None:
                 run.sent += len(chunk)
                 yield chunk
+                continue
+            for piece in paced(client, chunk, timeout):
+                run.sent += len(piece)
+                yield piece
         # EOF on stdout also comes from a kill (cgi_max_runtime): only the
         # exit report tells a complete body from a cut one, so wait for it
         # before the server writes the body's end.

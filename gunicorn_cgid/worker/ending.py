@@ -47,7 +47,7 @@ def finish(req: Request, run: ScriptRun | None, err: CGIError | None, progress: 
             # ScriptLog's full record shows what the script printed after the
             # bad line, as Apache reads it before logging.
             run.capture_rest()
-        # A script we ended because the request failed is not a second
+        # A script we kill because the request failed is not a second
         # failure: its exit is accounted for, not logged again.
         run.end(wire.REASON_KILLED, log_exit=err is None)
     if err is not None and err.level != "info" and err.script_log and req.opts.script_log:
@@ -78,8 +78,8 @@ def account(req: Request, filename: str, pid: int, exited: wire.Exited, log_exit
     """The script's exit into the WSGI environ (for the access log), metrics and the error log.
 
     Beyond Apache, which logs nothing of a script's exit: a non-zero status or
-    a kill is one warning line (``log_exit``), unless the request's failure
-    was already logged as the cause.
+    a signal is one warning line, except a kill by the gateway after a failure
+    already logged as its cause (``log_exit`` False).
     """
     status = exited.wait_status
     environ = req.environ
@@ -98,7 +98,7 @@ def account(req: Request, filename: str, pid: int, exited: wire.Exited, log_exit
     environ["cgi.maxrss_kb"] = str(exited.maxrss_kb)
     metrics.exited("signal" if sig is not None else ("ok" if code == 0 else "error"),
                    exited.wall_us / 1000, bool(exited.reason))
-    if log_exit and (code != 0 or exited.reason):
+    if (log_exit or exited.reason == wire.REASON_NONE) and (code != 0 or exited.reason):
         why = _REASONS.get(exited.reason, "")
         log.warning("[client %s] CGI script %s (pid %d) %s%s [%s]", req.client, logsafe.escape(filename), pid,
                     "exited with status %d" % code if code is not None else "killed by signal %d" % sig,

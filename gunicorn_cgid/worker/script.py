@@ -25,6 +25,7 @@ from gunicorn_cgid.worker.stream import IdleTimeout, ScriptSession
 log = logging.getLogger("gunicorn.error")
 
 SCRIPTLOG_STDOUT_MAX = 1024 * 1024   # output kept for a ScriptLog record
+CAPTURE_SECONDS = 1.0                # at most this long reading output for a ScriptLog record
 HEAD_EOF_EXIT_WAIT_SECONDS = 0.5     # after EOF before the headers: did the daemon die?
 EXIT_WAIT_EXTRA_SECONDS = 1.0        # beyond the kill grace, for the exit report
 BODY_STOP_SECONDS = 5.0              # for the body helper to notice a shut-down client
@@ -153,14 +154,20 @@ class ScriptRun:
             session.close()
 
     def capture_rest(self) -> None:
-        """For a ScriptLog record: what the script printed after a bad header, for at most a second."""
+        """For a ScriptLog record: what the script printed after a bad header.
+
+        Bounded in time and bytes: a script that prints forever must not
+        hold the worker (Apache reads to EOF here, with no bound).
+        """
         session = self.session
         if session is None or self.ended:
             return
-        session.idle_timeout = min(session.idle_timeout, 1.0)
+        session.idle_timeout = min(session.idle_timeout, CAPTURE_SECONDS)
+        deadline = time.monotonic() + CAPTURE_SECONDS
         try:
-            while self.read():
-                pass
+            while len(self.stdout_seen) < SCRIPTLOG_STDOUT_MAX and time.monotonic() < deadline:
+                if not self.read():
+                    break
         except Exception:  # noqa: BLE001 - whatever ended the capture, the record is written
             pass
 

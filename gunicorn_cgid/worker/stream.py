@@ -10,15 +10,25 @@ before reading its input never deadlocks (Apache writes the whole body first).
 
 from __future__ import annotations
 
+import fcntl
 import select
 import socket
+import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gunicorn_cgid import wire
-from gunicorn_cgid.errors import BadRequest, CGIError, ClientGone, DaemonLost, RequestTimeout, ScriptTimeout
+from gunicorn_cgid.errors import (
+    BadRequest,
+    CGIError,
+    ClientGone,
+    ClientStalled,
+    DaemonLost,
+    RequestTimeout,
+    ScriptTimeout,
+)
 from gunicorn_cgid.worker.client import ScriptChannel
 
 # Script output is read in large steps (fewer trips through the WSGI server
@@ -377,3 +387,32 @@ def _read_exactly(stream: Any, length: int) -> bytes:
         parts.append(chunk)
         length -= len(chunk)
     return b"".join(parts)
+
+
+SIOCOUTQ = 0x5411        # Linux: bytes in a TCP socket's send queue
+MIN_PIECE_BYTES = 4096
+
+
+def paced(client: socket.socket, data: bytes, timeout: float) -> Iterator[bytes]:
+    """``data`` in pieces the client's socket can take without blocking the server's write.
+
+    gunicorn writes each piece with a blocking ``sendall`` and no timeout, so
+    a client that stops reading would hold the worker forever. Each piece is
+    sized to the free room in the socket's send buffer, after waiting up to
+    ``timeout`` for there to be any; raises ClientStalled when there is none.
+    """
+    fd = client.fileno()
+    while data:
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        if not poller.poll(int(timeout * 1000) + 1):
+            raise ClientStalled("the client read nothing of the response for %.0f s" % timeout)
+        try:
+            # SO_SNDBUF reports twice the payload room (the kernel's bookkeeping).
+            room = client.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
+            room -= struct.unpack("i", fcntl.ioctl(fd, SIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            room = len(data)
+        room = max(room, MIN_PIECE_BYTES)
+        yield data[:room]
+        data = data[room:]
