@@ -47,6 +47,13 @@ class CGIError(Exception):
         return "%s: %s" % (self.code, self.message) if self.code else self.message
 
 
+class ClientError(CGIError):
+    """The client's fault (a bad, refused or abandoned request): one info line, no ScriptLog record."""
+    status = 400
+    level = "info"
+    script_log = False
+
+
 class NotFound(CGIError):
     """No script at the mapped path (Apache AH01264)."""
     status = 404
@@ -95,29 +102,22 @@ class ScriptCut(CGIError):
     status = 502
 
 
-class ClientGone(CGIError):
-    """The client closed or reset its connection while its script ran.
+class ClientGone(ClientError):
+    """The client reset its connection (or it failed) while its script ran.
 
-    Not the server's fault: one info line, no ScriptLog record. The status
-    (nginx's 499) only ever reaches the access log.
+    The status (nginx's 499) only ever reaches the access log.
     """
     status = 499
-    level = "info"
-    script_log = False
 
 
-class RequestTimeout(CGIError):
+class RequestTimeout(ClientError):
     """The client stopped sending its request body for ``cgi_timeout`` seconds."""
     status = 408
-    level = "info"
-    script_log = False
 
 
-class ClientStalled(CGIError):
+class ClientStalled(ClientError):
     """The client stopped reading its response for ``cgi_timeout`` seconds."""
     status = 408
-    level = "info"
-    script_log = False
 
 
 class DaemonLost(CGIError):

@@ -393,6 +393,37 @@ class CGIQueueTimeout(CGISetting, Setting):
         """
 
 
+class CGILimitRequestBody(CGISetting, Setting):
+    name = "cgi_limit_request_body"
+    cli = ["--cgi-limit-request-body"]
+    meta = "BYTES"
+    validator = _non_negative_int
+    default = 1024 * 1024 * 1024
+    desc = """\
+        Largest request body a script may be sent, in bytes (Apache's LimitRequestBody).
+
+        0: unlimited. A larger ``Content-Length`` is answered 413 before any
+        script runs; a chunked body that grows past it kills its script and
+        is answered 413 (or its response is cut if already started).
+        Default 1 GiB, as Apache's since 2.4.54.
+        """
+
+
+class CGIPassTrace(CGISetting, Setting):
+    name = "cgi_pass_trace"
+    cli = ["--cgi-pass-trace"]
+    meta = "BOOL"
+    validator = _bool
+    default = False
+    desc = """\
+        Pass TRACE requests to scripts.
+
+        Off (the default): TRACE is answered 405 with ``Allow`` and never
+        reaches a script, which would otherwise see every request header,
+        cookies included (Apache's ``TraceEnable off``). CONNECT is always 405.
+        """
+
+
 class CGIEnv(CGISetting, Setting):
     name = "cgi_env"
     cli = ["--cgi-env"]

@@ -2,6 +2,7 @@
 
 Runs in the worker (gthread, gevent or sync). The stages, in order:
 
+0. **admit**: refuse what no script may see (``admission``);
 1. **map** the URL to a script (``mapping``);
 2. **build** its CGI environment and spawn request (``environ``, ``wire``);
 3. **send** it to the daemon and stream the body in (``script``, ``client``, ``stream``);
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from gunicorn_cgid import __version__, wire
+from gunicorn_cgid import __version__, admission, wire
 from gunicorn_cgid.environ import EnvOptions, build_argv, build_environ, redirect_environ, to_wire
 from gunicorn_cgid.errors import CGIError, ClientGone, Forbidden, ResponseCut, ScriptCut
 from gunicorn_cgid.mapping import ScriptTarget, map_request
@@ -51,6 +52,7 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
     req = Request.from_environ(environ, ctx.options)
     run: ScriptRun | None = None
     try:
+        admit(req)                                                   # 0. admit
         for _hop in range(MAX_REDIRECTS + 1):
             target = map_script(req)                                 # 1. map
             run = ScriptRun(req, target, build_env(req, target))     # 2. build
@@ -71,6 +73,17 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
                        % (MAX_REDIRECTS, environ.get("RAW_URI", req.path)))
     except CGIError as err:
         return _failed(req, run, err, start_response)
+
+
+# -- 0. admit ---------------------------------------------------------------------
+
+def admit(req: Request) -> None:
+    """Refuse, before anything runs, what no script may see (TRACE, a bad Host, a body too large)."""
+    environ = req.environ
+    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+    admission.check(req.method, environ.get("SERVER_PROTOCOL", ""), environ.get("HTTP_HOST"),
+                    None if chunked else environ.get("CONTENT_LENGTH") or None,
+                    req.opts.limit_request_body, req.opts.pass_trace)
 
 
 # -- 1. map -----------------------------------------------------------------------

@@ -40,6 +40,8 @@ class Options:
     script_log_buffer: int
     script_log_length: int
     master_pid: int
+    limit_request_body: int        # bytes, 0 for unlimited
+    pass_trace: bool
 
 
 def build_options(cfg: Any, sock_path: str) -> Options:
@@ -82,4 +84,6 @@ def build_options(cfg: Any, sock_path: str) -> Options:
         script_log_buffer=int(get("script_log_buffer")),
         script_log_length=int(get("script_log_length")),
         master_pid=master_pid,
+        limit_request_body=int(get("cgi_limit_request_body")),
+        pass_trace=bool(get("cgi_pass_trace")),
     )

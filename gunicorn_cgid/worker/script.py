@@ -62,7 +62,7 @@ class ScriptRun:
         self.session = ScriptSession(
             channel, opts.timeout, self._stderr_line, self.req.environ.get("gunicorn.socket"),
             keep_body=opts.script_log_buffer if opts.script_log else 0,
-            shared_client=self.req.shared_socket)
+            shared_client=self.req.shared_socket, body_limit=opts.limit_request_body)
         self.session.send_body(*self.req.body())
 
     # -- read --------------------------------------------------------------------

@@ -21,8 +21,8 @@ from typing import Any
 
 from gunicorn_cgid import wire
 from gunicorn_cgid.errors import (
-    BadRequest,
     CGIError,
+    ClientError,
     ClientGone,
     ClientStalled,
     DaemonLost,
@@ -57,8 +57,10 @@ class ScriptSession:
 
     def __init__(self, channel: ScriptChannel, idle_timeout: float,
                  on_stderr: Callable[[bytes], None], client: socket.socket | None = None,
-                 keep_body: int = 0, shared_client: bool = False) -> None:
+                 keep_body: int = 0, shared_client: bool = False, body_limit: int = 0) -> None:
         self.ch = channel
+        self.body_limit = body_limit  # bytes a chunked body may have; 0: unlimited
+        self.body_read = 0
         self.shared_client = shared_client  # HTTP/2: one socket carries many requests
         self.idle_timeout = idle_timeout
         self.on_stderr = on_stderr
@@ -141,6 +143,11 @@ class ScriptSession:
                     break
                 if remaining is not None:
                     remaining -= len(chunk)
+                else:
+                    self.body_read += len(chunk)
+                    if self.body_limit and self.body_read > self.body_limit:
+                        raise ClientError("chunked request body past %d bytes (cgi_limit_request_body)"
+                                          % self.body_limit, status=413)
                 self._keep(chunk)
                 if self.body_error is None:
                     try:
@@ -163,13 +170,16 @@ class ScriptSession:
     def _body_failed(self, exc: BaseException | None) -> None:
         """Kill the script (stdin stays open: no EOF) and remember why for ``read()``."""
         if exc is None:
-            failure: CGIError = ClientGone("the client left before sending its whole request body")
+            failure: CGIError = ClientError("request body shorter than its Content-Length: the client"
+                                            " stopped sending")
+        elif isinstance(exc, CGIError):
+            failure = exc
         elif isinstance(exc, TimeoutError):
             failure = RequestTimeout("the client sent no request body for %.0f s" % self.idle_timeout)
         elif isinstance(exc, OSError):
             failure = ClientGone("the client connection failed while sending the request body: %s" % exc)
         else:
-            failure = BadRequest("malformed request body: %s" % (str(exc) or exc.__class__.__name__))
+            failure = ClientError("malformed request body: %s" % (str(exc) or exc.__class__.__name__))
         self.body_failure = failure
         self.body_error = failure.message
         try:
@@ -337,16 +347,25 @@ class ScriptSession:
             self.exited = wire.decode_exited(fr.payload)
 
     def _check_client(self, ev: int) -> None:
+        """The client's socket became readable while its script runs.
+
+        Data is a pipelined request, not ours to read. EOF is a half-close,
+        legal once the request is complete (``nc -N``, proxies, health
+        checkers): the response is still delivered, and a client that really
+        left is noticed at the first write. Only a reset or an error means the
+        client is gone now.
+        """
+        self.watch_client = False  # in every case, nothing more to learn here
+        if ev & (select.POLLERR | select.POLLHUP):
+            raise ClientGone("the client reset the connection")
         try:
-            peek = self.client.recv(1, socket.MSG_PEEK)  # type: ignore[union-attr]
+            self.client.recv(1, socket.MSG_PEEK)  # type: ignore[union-attr]
         except BlockingIOError:
-            return
-        except OSError:
-            peek = b""
-        self.watch_client = False  # either way, not ours to watch any more
-        if peek:
-            return  # a pipelined request: not ours to read
-        raise ClientGone("the client closed the connection")
+            self.watch_client = True  # woken for nothing
+        except ConnectionResetError:
+            raise ClientGone("the client reset the connection") from None
+        except OSError as exc:
+            raise ClientGone("the client connection failed: %s" % (exc.strerror or exc)) from None
 
     # -- stderr --------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import http.client
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -267,6 +268,9 @@ def _disconnect_silent(srv: Server) -> list[int]:
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     s.sendall(b"GET /cgi-bin/sleep.sh?30 HTTP/1.1\r\nHost: x\r\n\r\n")
     tree = wait_for_tree(srv, "sleep.sh", 3)
+    # A reset: a plain close (FIN) of a client whose script is silent is a
+    # half-close, answered when the script answers (test_bad_requests).
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
     return tree
 

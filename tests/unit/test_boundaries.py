@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "gunicorn_cgid"
-PURE = ["errors", "environ", "mapping", "headers", "conditional", "wire", "scriptlog", "logsafe"]
+PURE = ["errors", "environ", "mapping", "headers", "conditional", "wire", "scriptlog", "logsafe", "admission"]
 
 
 def test_daemon_never_imports_gunicorn_or_gevent():

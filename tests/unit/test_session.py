@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from gunicorn_cgid import wire
-from gunicorn_cgid.errors import BadRequest, ClientGone, DaemonLost, RequestTimeout, ScriptTimeout
+from gunicorn_cgid.errors import ClientError, ClientGone, DaemonLost, RequestTimeout, ScriptTimeout
 from gunicorn_cgid.worker.client import ScriptChannel
 from gunicorn_cgid.worker.stream import STDERR_LINE_MAX, ScriptSession
 
@@ -120,9 +120,18 @@ def test_garbage_from_the_daemon_is_daemon_lost(daemon):
         s.read()
 
 
+def test_a_half_closed_client_still_gets_its_response(daemon):
+    s = daemon.session(timeout=1.0)
+    s.send_body(None, 0)
+    daemon.client_peer.shutdown(socket.SHUT_WR)
+    daemon.stdout.sendall(b"late")
+    assert s.read() == b"late"
+
+
 def test_client_gone_then_kill_still_gets_the_exit_status(daemon):
     s = daemon.session()
     s.send_body(None, 0)
+    daemon.client_peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
     daemon.client_peer.close()
     with pytest.raises(ClientGone):
         s.read()
@@ -163,8 +172,9 @@ def test_short_body_kills_the_script_and_never_ends_stdin(daemon, length):
     assert daemon.kill_frames() == [wire.REASON_KILLED]
     assert not daemon.stdin_at_eof()
     daemon.stdout.close()
-    with pytest.raises(ClientGone, match="whole request body"):
+    with pytest.raises(ClientError, match="shorter than its Content-Length") as info:
         s.read()
+    assert info.value.status == 400
 
 
 class BrokenChunks(io.RawIOBase):
@@ -177,8 +187,9 @@ def test_malformed_body_is_a_bad_request(daemon):
     s.send_body(BrokenChunks(), None)
     assert daemon.kill_frames() == [wire.REASON_KILLED]
     daemon.stdout.close()
-    with pytest.raises(BadRequest, match="chunk"):
+    with pytest.raises(ClientError, match="chunk") as info:
         s.read()
+    assert info.value.status == 400
     assert not daemon.stdin_at_eof()
 
 
