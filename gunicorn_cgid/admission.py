@@ -46,6 +46,11 @@ def check(method: str, protocol: str, host: str | None, content_length: str | No
                           status=400)
     elif not valid_host(host):
         raise Refused("client sent malformed Host header: %r" % host, status=400)
+    check_length(content_length, limit)
+
+
+def check_length(content_length: str | None, limit: int) -> None:
+    """A declared body within ``limit`` bytes (0: any); 400 for a bad header, 413 past the limit."""
     if content_length is not None:
         length = parse_content_length(content_length)
         if limit and length > limit:

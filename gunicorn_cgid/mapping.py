@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from gunicorn_cgid.errors import BadRequest, Forbidden, NotFound, Unmapped
 
@@ -36,10 +37,14 @@ class ScriptTarget:
         return os.path.basename(self.filename).startswith("nph-")
 
 
-def make_aliases(script_alias: dict[str, str], base: str) -> list[Alias]:
-    """Absolute targets, longest prefix first (Apache checks aliases in order; longest wins here)."""
+def make_aliases(script_alias: Mapping[str, str | Mapping[str, Any]], base: str) -> list[Alias]:
+    """Absolute targets, longest prefix first (Apache checks aliases in order; longest wins here).
+
+    An entry is a path, or a per-location dict with its ``path``.
+    """
+    targets = [(prefix, entry if isinstance(entry, str) else entry["path"]) for prefix, entry in script_alias.items()]
     out = [Alias(prefix, os.path.normpath(os.path.join(base, target)) + ("/" if target.endswith("/") else ""))
-           for prefix, target in script_alias.items()]
+           for prefix, target in targets]
     return sorted(out, key=lambda a: len(a.prefix), reverse=True)
 
 

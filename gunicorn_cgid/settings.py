@@ -17,6 +17,8 @@ from typing import Any
 
 from gunicorn.config import Config, Setting
 
+from gunicorn_cgid import locations
+
 SECTION = "CGI"
 
 
@@ -123,12 +125,10 @@ def _pairs(val: Any, what: str) -> dict[str, str]:
     return out
 
 
-def _script_alias(val: Any) -> dict[str, str]:
-    aliases = _pairs(val, "URL prefix to directory or file")
-    for prefix in aliases:
-        if not prefix.startswith("/"):
-            raise ValueError("URL prefix %r must start with '/'" % (prefix,))
-    return aliases
+def _script_alias(val: Any) -> dict[str, Any]:
+    if isinstance(val, dict) and any(isinstance(entry, dict) for entry in val.values()):
+        return locations.normalize(val)  # per-location entries only come from the config file
+    return locations.normalize(_pairs(val, "URL prefix to directory or file"))
 
 
 def _env(val: Any) -> dict[str, str]:
@@ -231,6 +231,14 @@ class ScriptAlias(CGISetting, Setting):
         A dict ``{"/cgi-bin/": "cgi-bin/"}``; paths are relative to gunicorn's
         ``chdir``. The longest matching prefix wins. A directory makes every
         file under it a script; a file makes the rest of the URL its PATH_INFO.
+
+        An entry may instead be a dict with ``path`` and per-location
+        settings (Apache's ``<Location>``): ``env``, ``pass_env``,
+        ``interpreters`` (added to the global ones), ``timeout``,
+        ``max_runtime``, ``limit_request_body`` (replacing the global ones),
+        ``user`` and ``group`` (run its scripts as that user, with suEXEC's
+        checks), ``x_sendfile`` (directories an ``X-Sendfile`` answer may
+        name). An unknown key stops the start.
         """
 
 

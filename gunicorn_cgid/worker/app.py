@@ -78,12 +78,19 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
 # -- 0. admit ---------------------------------------------------------------------
 
 def admit(req: Request) -> None:
-    """Refuse, before anything runs, what no script may see (TRACE, a bad Host, a body too large)."""
+    """Refuse, before anything runs, what no script may see (TRACE, a bad Host, a bad length).
+
+    The body's size is checked against its location's limit once mapped.
+    """
     environ = req.environ
-    chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     admission.check(req.method, environ.get("SERVER_PROTOCOL", ""), environ.get("HTTP_HOST"),
-                    None if chunked else environ.get("CONTENT_LENGTH") or None,
-                    req.opts.limit_request_body, req.opts.pass_trace)
+                    _declared_length(environ), 0, req.opts.pass_trace)
+
+
+def _declared_length(environ: dict[str, Any]) -> str | None:
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return None
+    return environ.get("CONTENT_LENGTH") or None
 
 
 # -- 1. map -----------------------------------------------------------------------
@@ -118,6 +125,8 @@ def map_script(req: Request) -> ScriptTarget:
     probe = _LinkProbe()
     target = map_request(req.path, req.raw_path, opts.aliases, opts.document_root, opts.extensions,
                          opts.accept_path_info, opts.follow_symlinks, stat=probe.stat, realpath=probe.realpath)
+    if req.previous is None:
+        admission.check_length(_declared_length(req.environ), opts.at(target.context_prefix).limit_request_body)
     if _interpreter(req, target) is not None:
         if not os.access(target.filename, os.R_OK):
             raise Forbidden("file permissions deny server access: %s" % target.filename,
@@ -131,7 +140,8 @@ def map_script(req: Request) -> ScriptTarget:
 
 
 def _interpreter(req: Request, target: ScriptTarget) -> str | None:
-    return req.opts.interpreters.get(os.path.splitext(target.filename)[1].lower())
+    interpreters = req.opts.at(target.context_prefix).interpreters
+    return interpreters.get(os.path.splitext(target.filename)[1].lower())
 
 
 # -- 2. build ------------------------------------------------------------------------
@@ -139,12 +149,13 @@ def _interpreter(req: Request, target: ScriptTarget) -> str | None:
 def build_env(req: Request, target: ScriptTarget) -> dict[str, str]:
     """The script's CGI/1.1 environment (RFC 3875 §4.1, with Apache's additions)."""
     environ = req.environ
+    loc = req.opts.at(target.context_prefix)
     server_addr, server_port = _local_address(environ)
     opts = EnvOptions(
         document_root=req.opts.docroot_env,
         server_software="%s gunicorn-cgid/%s" % (environ.get("SERVER_SOFTWARE", "gunicorn"), __version__),
         server_addr=server_addr, server_port=server_port, path=req.opts.path,
-        set_env=req.opts.set_env, passed_env=req.opts.passed_env, pass_auth=req.opts.pass_auth)
+        set_env=loc.set_env, passed_env=loc.passed_env, pass_auth=req.opts.pass_auth)
     view = environ
     if req.previous is not None:
         view = dict(environ, REQUEST_METHOD="GET", QUERY_STRING=req.query)
@@ -171,7 +182,7 @@ def spawn_request(req: Request, run: ScriptRun) -> wire.SpawnRequest:
         cwd=os.fsencode(os.path.dirname(filename)),
         argv=tuple(a.encode("utf-8", "surrogateescape") for a in argv),
         env=to_wire(run.env),
-        max_runtime_ms=int(opts.max_runtime * 1000),
+        max_runtime_ms=int(run.loc.max_runtime * 1000),
         kill_grace_ms=int(opts.kill_grace * 1000),
         queue_timeout_ms=int(opts.queue_timeout * 1000),
         max_scripts=opts.max_scripts,
@@ -186,7 +197,7 @@ def _relay(req: Request, run: ScriptRun, reply: Reply, first: bytes) -> Iterator
     """The response body, as the script writes it; finishes the request whatever happens."""
     err: CGIError | None = None
     client = req.environ.get("gunicorn.socket") if not req.shared_socket else None
-    timeout = req.opts.timeout
+    timeout = run.loc.timeout
     try:
         if first and reply.mode == STREAM:
             run.sent += len(first)

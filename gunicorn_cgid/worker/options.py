@@ -15,22 +15,33 @@ from gunicorn_cgid.mapping import Alias, make_aliases
 
 
 @dataclass(frozen=True)
+class Location:
+    """The settings one ``script_alias`` entry may override, resolved against the global ones."""
+    set_env: dict[str, str]
+    passed_env: dict[str, str]
+    interpreters: dict[str, str]   # lower-case extension -> interpreter
+    timeout: float
+    max_runtime: float
+    limit_request_body: int        # bytes, 0 for unlimited
+    user: str | int | None         # run-as user (enforced by the daemon), None: the workers' user
+    group: str | int | None
+    x_sendfile: tuple[str, ...]    # directories an X-Sendfile answer may name
+
+
+@dataclass(frozen=True)
 class Options:
     sock_path: str
     aliases: list[Alias]
     document_root: str | None      # handler-style root (cgi_document_root), or None
     docroot_env: str               # DOCUMENT_ROOT for scripts
     extensions: list[str]          # cgi_extensions plus the interpreters' extensions
-    interpreters: dict[str, str]
     accept_path_info: bool
     follow_symlinks: bool
-    timeout: float
-    max_runtime: float
+    default: Location              # the global settings (and the document root's)
+    locations: dict[str, Location]  # script_alias prefix -> its settings
     kill_grace: float
     max_scripts: int
     queue_timeout: float
-    set_env: dict[str, str]
-    passed_env: dict[str, str]
     path: str
     pass_auth: bool
     rlimit_cpu: int
@@ -40,8 +51,11 @@ class Options:
     script_log_buffer: int
     script_log_length: int
     master_pid: int
-    limit_request_body: int        # bytes, 0 for unlimited
     pass_trace: bool
+
+    def at(self, prefix: str) -> Location:
+        """The settings of the location a script was mapped through (its alias prefix)."""
+        return self.locations.get(prefix, self.default)
 
 
 def build_options(cfg: Any, sock_path: str) -> Options:
@@ -59,22 +73,30 @@ def build_options(cfg: Any, sock_path: str) -> Options:
     def limit(value: int | None) -> int:
         return -1 if value is None else int(value)
 
+    default = Location(
+        set_env=dict(get("cgi_env")),
+        passed_env={name: os.environ[name] for name in get("cgi_pass_env") if name in os.environ},
+        interpreters={ext.lower(): path for ext, path in get("cgi_interpreters").items()},
+        timeout=float(get("cgi_timeout")),
+        max_runtime=float(get("cgi_max_runtime")),
+        limit_request_body=int(get("cgi_limit_request_body")),
+        user=None, group=None, x_sendfile=(),
+    )
+    script_alias = get("script_alias")
     return Options(
         sock_path=sock_path,
-        aliases=make_aliases(get("script_alias"), base),
+        aliases=make_aliases(script_alias, base),
         document_root=docroot,
         docroot_env=docroot or base,
         extensions=list(get("cgi_extensions")) + [ext.lower() for ext in get("cgi_interpreters")],
-        interpreters={ext.lower(): path for ext, path in get("cgi_interpreters").items()},
         accept_path_info=bool(get("cgi_accept_path_info")),
         follow_symlinks=bool(get("cgi_follow_symlinks")),
-        timeout=float(get("cgi_timeout")),
-        max_runtime=float(get("cgi_max_runtime")),
+        default=default,
+        locations={prefix: location(default, entry) for prefix, entry in script_alias.items()
+                   if isinstance(entry, dict)},
         kill_grace=float(get("cgi_kill_grace")),
         max_scripts=int(get("cgi_max_scripts")),
         queue_timeout=float(get("cgi_queue_timeout")),
-        set_env=dict(get("cgi_env")),
-        passed_env={name: os.environ[name] for name in get("cgi_pass_env") if name in os.environ},
         path=get("cgi_path"),
         pass_auth=bool(get("cgi_pass_auth")),
         rlimit_cpu=limit(get("cgi_rlimit_cpu")),
@@ -84,6 +106,20 @@ def build_options(cfg: Any, sock_path: str) -> Options:
         script_log_buffer=int(get("script_log_buffer")),
         script_log_length=int(get("script_log_length")),
         master_pid=master_pid,
-        limit_request_body=int(get("cgi_limit_request_body")),
         pass_trace=bool(get("cgi_pass_trace")),
+    )
+
+
+def location(default: Location, entry: dict[str, Any]) -> Location:
+    """One per-location entry (already checked by ``locations.normalize``) over the global settings."""
+    passed = {name: os.environ[name] for name in entry.get("pass_env", ()) if name in os.environ}
+    return Location(
+        set_env={**default.set_env, **entry.get("env", {})},
+        passed_env={**default.passed_env, **passed},
+        interpreters={**default.interpreters, **entry.get("interpreters", {})},
+        timeout=float(entry.get("timeout", default.timeout)),
+        max_runtime=float(entry.get("max_runtime", default.max_runtime)),
+        limit_request_body=int(entry.get("limit_request_body", default.limit_request_body)),
+        user=entry.get("user"), group=entry.get("group"),
+        x_sendfile=tuple(entry.get("x_sendfile", ())),
     )

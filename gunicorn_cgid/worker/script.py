@@ -37,6 +37,7 @@ class ScriptRun:
     def __init__(self, req: Request, target: ScriptTarget, env: dict[str, str]) -> None:
         self.req = req
         self.target = target
+        self.loc = req.opts.at(target.context_prefix)
         self.env = env
         self.session: ScriptSession | None = None
         self.parser = HeaderParser()
@@ -60,9 +61,9 @@ class ScriptRun:
         metrics.spawned((time.monotonic() - began) * 1000)
         self.req.environ["cgi.pid"] = str(channel.pid)
         self.session = ScriptSession(
-            channel, opts.timeout, self._stderr_line, self.req.environ.get("gunicorn.socket"),
+            channel, self.loc.timeout, self._stderr_line, self.req.environ.get("gunicorn.socket"),
             keep_body=opts.script_log_buffer if opts.script_log else 0,
-            shared_client=self.req.shared_socket, body_limit=opts.limit_request_body)
+            shared_client=self.req.shared_socket, body_limit=self.loc.limit_request_body)
         self.session.send_body(*self.req.body())
 
     # -- read --------------------------------------------------------------------
@@ -135,7 +136,7 @@ class ScriptRun:
             exited = session.exited
             if exited is None and not session.stdout_open:
                 try:
-                    exited = session.finish(min(opts.timeout, 5.0))
+                    exited = session.finish(min(self.loc.timeout, 5.0))
                 except (ScriptTimeout, ClientGone, DaemonLost):
                     exited = session.exited
             if exited is None:
