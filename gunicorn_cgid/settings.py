@@ -417,6 +417,45 @@ class CGILimitRequestBody(CGISetting, Setting):
         """
 
 
+def _static_alias(val: Any) -> dict[str, str]:
+    aliases = _pairs(val, "URL prefix to directory")
+    for prefix in aliases:
+        if not prefix.startswith("/") or not prefix.endswith("/"):
+            raise ValueError("static URL prefix %r must start and end with '/'" % (prefix,))
+    return aliases
+
+
+class StaticAlias(CGISetting, Setting):
+    name = "static_alias"
+    cli = ["--static-alias"]
+    meta = "PREFIX=DIR[,PREFIX=DIR]"
+    validator = _static_alias
+    default = {}
+    desc = """\
+        URL prefixes served as static files from directories (Apache's Alias).
+
+        A dict ``{"/cgit-static/": "/usr/share/cgit/"}``; paths are relative
+        to gunicorn's ``chdir``. Files get their type, ``ETag`` and
+        ``Last-Modified`` (304), ``HEAD`` and ``Range``, and a precompressed
+        ``.gz``/``.br`` variant when one lies beside them; no directory
+        listings, nothing outside the directory. Empty: no static files.
+        """
+
+
+class HealthPath(CGISetting, Setting):
+    name = "health_path"
+    cli = ["--health-path"]
+    meta = "PATH"
+    validator = _optional_path
+    default = None
+    desc = """\
+        A URL path answered 200 only when a round trip to the CGI daemon succeeds now.
+
+        503 with the reason otherwise (for readiness and liveness probes);
+        logged at info level, never as an error. Unset: no health endpoint.
+        """
+
+
 class CGIPassTrace(CGISetting, Setting):
     name = "cgi_pass_trace"
     cli = ["--cgi-pass-trace"]

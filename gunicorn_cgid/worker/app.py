@@ -49,6 +49,10 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         log.error("gunicorn_cgid: the CGI daemon was not started: add "
                   "'from gunicorn_cgid.hooks import *' to gunicorn.conf.py")
         return _send(start_response, error_page(503))
+    if ctx.static is not None:
+        answer = ctx.static(environ, start_response)
+        if answer is not None:
+            return answer
     req = Request.from_environ(environ, ctx.options)
     run: ScriptRun | None = None
     try:

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from gunicorn_cgid.worker.options import Options, build_options
+from gunicorn_cgid.worker.static import StaticFiles
 
 
 @dataclass(frozen=True)
 class WorkerContext:
     options: Options
     log: Any  # gunicorn's logger of this worker (statsd-capable when statsd_host is set)
+    static: StaticFiles | None  # None when no static_alias is set
 
 
 _current: WorkerContext | None = None
@@ -26,7 +28,9 @@ _current: WorkerContext | None = None
 def install(cfg: Any, log: Any, sock_path: str) -> WorkerContext:
     """Called once in each worker, right after the fork."""
     global _current
-    _current = WorkerContext(build_options(cfg, sock_path), log)
+    options = build_options(cfg, sock_path)
+    static = StaticFiles(options.static_aliases) if options.static_aliases else None
+    _current = WorkerContext(options, log, static)
     return _current
 
 

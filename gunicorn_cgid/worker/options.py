@@ -52,6 +52,8 @@ class Options:
     script_log_length: int
     master_pid: int
     pass_trace: bool
+    static_aliases: dict[str, str]  # URL prefix -> absolute directory
+    health_path: str | None
 
     def at(self, prefix: str) -> Location:
         """The settings of the location a script was mapped through (its alias prefix)."""
@@ -107,6 +109,8 @@ def build_options(cfg: Any, sock_path: str) -> Options:
         script_log_length=int(get("script_log_length")),
         master_pid=master_pid,
         pass_trace=bool(get("cgi_pass_trace")),
+        static_aliases={prefix: os.path.join(base, path) for prefix, path in get("static_alias").items()},
+        health_path=get("health_path"),
     )
 
 
