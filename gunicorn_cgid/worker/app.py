@@ -30,7 +30,7 @@ from gunicorn_cgid.environ import EnvOptions, build_argv, build_environ, redirec
 from gunicorn_cgid.errors import CGIError, ClientGone, Forbidden, ResponseCut, ScriptCut
 from gunicorn_cgid.mapping import ScriptTarget, map_request
 from gunicorn_cgid.worker import context, ending, metrics, nph
-from gunicorn_cgid.worker.reply import DISCARD, REPLACE, STREAM, Redirect, Reply, decide, error_page
+from gunicorn_cgid.worker.reply import DISCARD, REPLACE, SENDFILE, STREAM, Redirect, Reply, decide, error_page
 from gunicorn_cgid.worker.request import Request
 from gunicorn_cgid.worker.script import ScriptRun
 from gunicorn_cgid.worker.stream import IdleTimeout, paced
@@ -49,8 +49,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         log.error("gunicorn_cgid: the CGI daemon was not started: add "
                   "'from gunicorn_cgid.hooks import *' to gunicorn.conf.py")
         return _send(start_response, error_page(503))
-    if ctx.static is not None:
-        answer = ctx.static(environ, start_response)
+    if ctx.options.static_aliases:
+        answer = ctx.files(environ, start_response)
         if answer is not None:
             return answer
     req = Request.from_environ(environ, ctx.options)
@@ -64,12 +64,18 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             if target.nph:
                 return _relay_nph(req, run, start_response)
             head = run.read_head()                                   # 4. read
-            reply = decide(head, req.method, environ, time.time())   # 5. decide
+            reply = decide(head, req.method, environ, time.time(),   # 5. decide
+                           sendfile=bool(run.loc.x_sendfile))
             if isinstance(reply, Redirect):
                 run.end(wire.REASON_KILLED, drain=True)
                 req = req.redirected(reply.location, run.env)
                 run = None
                 continue
+            if reply.mode == SENDFILE:
+                path = sendfile_path(run, reply.body.decode("latin-1"))
+                run.end(wire.REASON_KILLED, drain=True)
+                ending.finish(req, run, None)
+                return ctx.files.send_file(environ, start_response, path, reply.status, reply.headers)
             start_response(reply.status, reply.headers)
             run.status_for_log = int(reply.status[:3])
             return _relay(req, run, reply, run.parser.rest)           # 6. relay, 7. finish
@@ -193,6 +199,17 @@ def spawn_request(req: Request, run: ScriptRun) -> wire.SpawnRequest:
         rlimit_cpu=opts.rlimit_cpu, rlimit_mem=opts.rlimit_mem, rlimit_nproc=opts.rlimit_nproc,
         master_pid=opts.master_pid,
     )
+
+
+def sendfile_path(run: ScriptRun, value: str) -> str:
+    """The file an ``X-Sendfile`` answer names, if it lies in a directory its location allows."""
+    real = os.path.realpath(value)
+    for directory in run.loc.x_sendfile:
+        root = os.path.realpath(directory)
+        if os.path.commonpath([root, real]) == root and os.path.isfile(real):
+            return real
+    raise CGIError("X-Sendfile from %s names %r, which is not a file in an allowed directory (x_sendfile)"
+                   % (run.filename, value), filename=run.filename)
 
 
 # -- 6. relay ------------------------------------------------------------------------

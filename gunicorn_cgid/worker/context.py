@@ -19,7 +19,7 @@ from gunicorn_cgid.worker.static import StaticFiles
 class WorkerContext:
     options: Options
     log: Any  # gunicorn's logger of this worker (statsd-capable when statsd_host is set)
-    static: StaticFiles | None  # None when no static_alias is set
+    files: StaticFiles  # static_alias directories and X-Sendfile answers
 
 
 _current: WorkerContext | None = None
@@ -29,8 +29,7 @@ def install(cfg: Any, log: Any, sock_path: str) -> WorkerContext:
     """Called once in each worker, right after the fork."""
     global _current
     options = build_options(cfg, sock_path)
-    static = StaticFiles(options.static_aliases) if options.static_aliases else None
-    _current = WorkerContext(options, log, static)
+    _current = WorkerContext(options, log, StaticFiles(options.static_aliases))
     return _current
 
 

@@ -19,6 +19,7 @@ from gunicorn_cgid.headers import Head
 STREAM = "stream"    # relay the script's body
 DISCARD = "discard"  # read it and drop it (HEAD, 304, 1xx, 204)
 REPLACE = "replace"  # drop it and send ``body`` instead (Apache's 302 page)
+SENDFILE = "sendfile"  # drop it and send the file the script named in X-Sendfile
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,24 @@ class Reply:
     body: bytes = b""
 
 
-def decide(head: Head, method: str, environ: dict[str, Any], now: float) -> Reply | Redirect:
-    """The response for a script's head, as Apache's mod_cgi would make it."""
+def decide(head: Head, method: str, environ: dict[str, Any], now: float,
+           sendfile: bool = False) -> Reply | Redirect:
+    """The response for a script's head, as Apache's mod_cgi would make it.
+
+    With ``sendfile`` (the location allows X-Sendfile), a script's
+    ``X-Sendfile: /path`` makes the server send that file itself (lighttpd's
+    name; nginx's X-Accel-Redirect); the path is in ``body``, to be checked
+    against the allowed directories by the caller.
+    """
     if head.location and head.location.startswith("/") and head.status == 200:
         return Redirect(head.location)
     status, reason, headers = head.status, head.reason, list(head.headers)
     mode, body = STREAM, b""
+    target = _header(headers, "x-sendfile")
+    if target is not None:
+        headers = [(k, v) for k, v in headers if k.lower() != "x-sendfile"]
+        if sendfile and status == 200:
+            return Reply("%d %s" % (status, reason), headers, SENDFILE, target.encode("latin-1"))
     if head.location and head.status == 200:
         # Apache turns a non-local Location into a redirect with its own body.
         status, reason, mode = 302, "Found", REPLACE

@@ -26,6 +26,7 @@ log = logging.getLogger("gunicorn.error")
 
 SCRIPTLOG_STDOUT_MAX = 1024 * 1024   # output kept for a ScriptLog record
 CAPTURE_SECONDS = 1.0                # at most this long reading output for a ScriptLog record
+DRAIN_MAX_BYTES = 1024 * 1024        # output discarded before a script that keeps writing is killed
 HEAD_EOF_EXIT_WAIT_SECONDS = 0.5     # after EOF before the headers: did the daemon die?
 EXIT_WAIT_EXTRA_SECONDS = 1.0        # beyond the kill grace, for the exit report
 BODY_STOP_SECONDS = 5.0              # for the body helper to notice a shut-down client
@@ -128,9 +129,13 @@ class ScriptRun:
         opts = self.req.opts
         try:
             if drain:
+                drained = 0
                 try:
-                    while self.read():
-                        pass
+                    while drained < DRAIN_MAX_BYTES:
+                        chunk = self.read()
+                        if not chunk:
+                            break
+                        drained += len(chunk)
                 except (ScriptTimeout, ClientGone, DaemonLost, DaemonUnavailable):
                     pass
             exited = session.exited
