@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import UTC
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 __all__ = ["evaluate"]
@@ -136,7 +136,7 @@ def _parse_date(value: str) -> int | None:
         return None
     if parsed.tzinfo is None:
         # asctime-date carries no zone; HTTP dates are always GMT.
-        parsed = parsed.replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=timezone.utc)
     try:
         return math.floor(parsed.timestamp())
     except (OverflowError, ValueError, OSError):
