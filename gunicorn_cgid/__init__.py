@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["app", "on_starting", "on_reload", "post_fork", "on_exit", "pre_exec"]
+__all__ = ["app", "on_starting", "on_reload", "post_fork", "pre_request", "on_exit", "pre_exec"]
 __version__ = "0.1.0"
 
 
@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         from gunicorn_cgid.worker.app import app
         return app
-    if name in ("on_starting", "on_reload", "post_fork", "on_exit", "pre_exec"):
+    if name in ("on_starting", "on_reload", "post_fork", "pre_request", "on_exit", "pre_exec"):
         from gunicorn_cgid import hooks
         return getattr(hooks, name)
     raise AttributeError("module 'gunicorn_cgid' has no attribute %r" % name)

@@ -19,6 +19,7 @@ __all__ = [
     "Head",
     "HeaderParser",
     "parse_status_line",
+    "split_status_line",
 ]
 
 # Apache reads each header line into a MAX_STRING_LEN (8192) buffer, which
@@ -89,6 +90,19 @@ def parse_status_line(value: str) -> tuple[int, str]:
         except ValueError:
             reason = "Unknown"
     return code, reason
+
+
+def split_status_line(first: bytes) -> tuple[str | None, bytes]:
+    """An NPH script's ``HTTP/1.1 404 Not Found`` off the front of its output.
+
+    Returns ("404 Not Found", the rest), or (None, everything) when the output
+    does not start with a complete status line.
+    """
+    line, nl, rest = first.partition(b"\n")
+    parts = line.rstrip(b"\r").decode("latin-1").split(None, 1)
+    if nl and len(parts) == 2 and parts[0].startswith("HTTP/") and parts[1][:3].isdigit():
+        return parts[1], rest
+    return None, first
 
 
 class HeaderParser:

@@ -21,7 +21,7 @@ from typing import Any
 
 from gunicorn_cgid import settings
 
-__all__ = ["on_starting", "on_reload", "post_fork", "on_exit", "pre_exec"]
+__all__ = ["on_starting", "on_reload", "post_fork", "pre_request", "on_exit", "pre_exec"]
 
 READY_TIMEOUT_SECONDS = 15.0
 
@@ -103,6 +103,16 @@ def post_fork(server: Any, worker: Any) -> None:
     STATE.supervisor = None
     from gunicorn_cgid.worker import context
     context.install(worker.cfg, worker.log, STATE.sock_path)
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """In the worker, before each request: hand the app the request's headers as they arrived.
+
+    WSGI joins repeated headers with "," and hides their order; gunicorn
+    passes its request object to this hook on HTTP/1 and HTTP/2 alike.
+    """
+    from gunicorn_cgid.worker import context
+    context.remember_request(req)
 
 
 def pre_exec(server: Any) -> None:

@@ -61,9 +61,9 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
             target = map_script(req)                                 # 1. map
             run = ScriptRun(req, target, build_env(req, target))     # 2. build
             run.start(spawn_request(req, run))                       # 3. send
-            if target.nph:
+            if target.nph and not req.shared_socket:
                 return _relay_nph(req, run, start_response)
-            head = run.read_head()                                   # 4. read
+            head = run.read_head(nph=target.nph)                     # 4. read
             reply = decide(head, req.method, environ, time.time(),   # 5. decide
                            sendfile=bool(run.loc.x_sendfile))
             if isinstance(reply, Redirect):
@@ -255,13 +255,16 @@ def _relay(req: Request, run: ScriptRun, reply: Reply, first: bytes) -> Iterator
 
 
 def _relay_nph(req: Request, run: ScriptRun, start_response: StartResponse) -> Iterable[bytes]:
-    """An NPH script: its status line read here, then its output copied raw."""
+    """An NPH script over HTTP/1.x: its status line read here, then its output copied raw."""
+    sock = req.environ.get("gunicorn.socket")
     try:
         first = run.read_line(nph.STATUS_LINE_MAX)
-        sock = nph.take_over(req.environ, first, run.filename)
+        if sock is None:
+            raise CGIError("cannot pass NPH output through this server: %s" % run.filename)
     except CGIError as exc:
         return _failed(req, run, exc, start_response)
-    return _finishing(req, run, nph.pump(run, sock, first))
+    start_response(nph.status_of(first), [])  # for the access log: gunicorn will write nothing
+    return _finishing(req, run, nph.pump(run, sock, first, run.loc.timeout))
 
 
 def _finishing(req: Request, run: ScriptRun, body: Iterator[bytes]) -> Iterator[bytes]:
@@ -280,7 +283,7 @@ def _failed(req: Request, run: ScriptRun | None, err: CGIError, start_response: 
         # Nobody to answer: the status reaches the access log only, and the
         # connection is closed without writing anything.
         start_response("499 Client Closed Request", [])
-        return _cut_now(err)
+        return _cut_now(req, err)
     return _send(start_response, error_page(err.status, err.headers))
 
 
@@ -291,12 +294,29 @@ def _cut(req: Request, run: ScriptRun, err: CGIError) -> None:
         err.message, err.code, err.level = "Timeout waiting for output from CGI script %s" % run.filename, \
             "AH01220", "warning"
     ending.finish(req, run, err, progress="after %d bytes of the response body" % run.sent)
-    raise ResponseCut(err.message)
+    raise _cut_error(req, err.message)
 
 
-def _cut_now(err: CGIError) -> Iterator[bytes]:
-    raise ResponseCut(err.message)
+def _cut_now(req: Request, err: CGIError) -> Iterator[bytes]:
+    raise _cut_error(req, err.message)
     yield b""  # a generator: the cut happens when the server iterates
+
+
+def _cut_error(req: Request, why: str) -> Exception:
+    """What to raise from the body iterator so that gunicorn ends the response as incomplete.
+
+    HTTP/1: EPIPE (``ResponseCut``): the connection is closed without the
+    final chunk, logged at debug level. HTTP/2: gunicorn resets a stream whose
+    response is unfinished (RST_STREAM), and its stream error is the one it
+    logs at debug level rather than with a traceback.
+    """
+    if req.shared_socket:
+        try:
+            from gunicorn.http2.errors import HTTP2StreamError
+        except ImportError:  # a gunicorn without HTTP/2: nothing to reset
+            return ResponseCut(why)
+        return HTTP2StreamError(0, "response cut: %s" % why)
+    return ResponseCut(why)
 
 
 def _send(start_response: StartResponse, reply: Reply) -> list[bytes]:

@@ -8,6 +8,7 @@ and tested, on its own.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,3 +37,28 @@ def install(cfg: Any, log: Any, sock_path: str) -> WorkerContext:
 def current() -> WorkerContext | None:
     """This worker's context; None when the hooks were not installed in the config file."""
     return _current
+
+
+# The request headers as they arrived, handed over by the ``pre_request``
+# hook, which gunicorn runs in the thread (or greenlet) that then runs the
+# app, on HTTP/1 and HTTP/2 alike. Created at the first request, after gevent
+# has patched ``threading``, so that under gevent it is greenlet-local.
+_request_local: Any = None
+
+
+def remember_request(req: Any) -> None:
+    """``pre_request``: keep this request's header list (arrival order, repeats not joined)."""
+    global _request_local
+    if _request_local is None:
+        _request_local = threading.local()
+    headers = getattr(req, "headers", None)
+    _request_local.headers = headers if isinstance(headers, list) else None
+
+
+def request_headers() -> list[tuple[str, str]] | None:
+    """The current request's headers as they arrived; None without the ``pre_request`` hook."""
+    local = _request_local
+    headers = getattr(local, "headers", None) if local is not None else None
+    if headers is None:
+        return None
+    return [(str(name), str(value)) for name, value in headers]

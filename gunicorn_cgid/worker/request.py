@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from gunicorn_cgid.environ import native
-from gunicorn_cgid.worker import glue
+from gunicorn_cgid.worker import context
 from gunicorn_cgid.worker.options import Options
 
 
@@ -71,4 +71,5 @@ class Request:
         return not str(self.environ.get("SERVER_PROTOCOL", "HTTP/1.1")).startswith("HTTP/1")
 
     def raw_headers(self) -> list[tuple[str, str]] | None:
-        return glue.raw_headers(self.environ)
+        """The headers as they arrived (gunicorn joins repeats with "," in the environ)."""
+        return context.request_headers()

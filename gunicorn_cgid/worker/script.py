@@ -9,13 +9,14 @@ it is idempotent, so every path may call it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 
 from gunicorn_cgid import wire
 from gunicorn_cgid.errors import ClientGone, DaemonLost, DaemonUnavailable, ScriptHeaderError, ScriptTimeout
-from gunicorn_cgid.headers import Head, HeaderParser
+from gunicorn_cgid.headers import Head, HeaderParser, parse_status_line, split_status_line
 from gunicorn_cgid.mapping import ScriptTarget
 from gunicorn_cgid.worker import ending, metrics
 from gunicorn_cgid.worker.client import start_script
@@ -30,6 +31,7 @@ DRAIN_MAX_BYTES = 1024 * 1024        # output discarded before a script that kee
 HEAD_EOF_EXIT_WAIT_SECONDS = 0.5     # after EOF before the headers: did the daemon die?
 EXIT_WAIT_EXTRA_SECONDS = 1.0        # beyond the kill grace, for the exit report
 BODY_STOP_SECONDS = 5.0              # for the body helper to notice a shut-down client
+STATUS_LINE_MAX = 8192               # an NPH script's status line
 
 
 class ScriptRun:
@@ -77,10 +79,20 @@ class ScriptRun:
             self.stdout_seen += data
         return data
 
-    def read_head(self) -> Head:
-        """Read until the header block is complete (Apache's ap_scan_script_header_err)."""
+    def read_head(self, nph: bool = False) -> Head:
+        """Read until the header block is complete (Apache's ap_scan_script_header_err).
+
+        ``nph``: the output starts with an HTTP status line (an NPH script
+        relayed as an ordinary response, over HTTP/2), which becomes the status.
+        """
         name = os.path.basename(self.filename)
         try:
+            status_line = None
+            if nph:
+                status_line, rest = split_status_line(self.read_line(STATUS_LINE_MAX))
+                head = self.parser.feed(rest) if rest else None
+                if head is not None:
+                    return _with_status(head, status_line)
             while True:
                 data = self.read()
                 if not data:
@@ -88,10 +100,10 @@ class ScriptRun:
                     # under it (its kill also ends stdout): that is a 502.
                     assert self.session is not None
                     self.session.finish(HEAD_EOF_EXIT_WAIT_SECONDS)
-                    return self.parser.close()
+                    return _with_status(self.parser.close(), status_line)
                 head = self.parser.feed(data)
                 if head is not None:
-                    return head
+                    return _with_status(head, status_line)
         except IdleTimeout:
             metrics.timed_out()
             raise ScriptTimeout("Script timed out before returning headers: %s" % name) from None
@@ -183,3 +195,10 @@ class ScriptRun:
 
     def _stderr_line(self, line: bytes) -> None:
         ending.stderr_line(self.req, self.filename, line, self.status_for_log)
+
+
+def _with_status(head: Head, status_line: str | None) -> Head:
+    if status_line is None:
+        return head
+    code, reason = parse_status_line(status_line)
+    return dataclasses.replace(head, status=code, reason=reason, explicit_status=True)
