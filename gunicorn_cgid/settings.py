@@ -604,3 +604,33 @@ def cgi_setting(cfg: Any, name: str) -> Any:
             if cls.name == name:
                 return cls().value
         raise
+
+
+def adopt_config_being_loaded() -> bool:
+    """Make the ``Config`` gunicorn is loading know our settings, when a config file imports us.
+
+    gunicorn builds its ``Config`` (and with it validation, ``--print-config``
+    and ``--check-config``) from the settings registered before the config
+    file runs, and the config file is the first code of ours the stock
+    ``gunicorn`` command runs. It runs inside the application's config loader,
+    whose ``self.cfg`` is that ``Config`` (the attribute gunicorn's custom
+    application docs use): our settings join it there with their defaults, and
+    gunicorn itself then sets, validates and prints the config file's values.
+    When no loader is found (another entry point), ``inject`` in
+    ``on_starting`` does the same later. Returns whether a Config was found.
+    """
+    frame = sys._getframe(1)
+    for _ in range(64):
+        if frame is None:
+            return False
+        cfg = getattr(frame.f_locals.get("self"), "cfg", None)
+        if isinstance(cfg, Config) and frame.f_code.co_name.startswith("load_config"):
+            for cls in CGI_SETTINGS:
+                if cls.name not in cfg.settings:
+                    cfg.settings[cls.name] = cls()
+            return True
+        frame = frame.f_back
+    return False
+
+
+adopt_config_being_loaded()
