@@ -24,6 +24,7 @@ from __future__ import annotations
 import calendar
 import errno
 import logging
+import mimetypes
 import os
 import re
 import stat as stat_mod
@@ -34,7 +35,8 @@ from typing import Any
 from wsgiref.headers import Headers
 
 from servestatic import ServeStatic
-from servestatic.responders import NotARegularFileError, StaticFile
+from servestatic.media_types import default_types
+from servestatic.responders import MissingFileError, NotARegularFileError, StaticFile
 from servestatic.wsgi import FileServerWSGI
 
 from gunicorn_cgid import admission, conditional, logsafe
@@ -60,9 +62,24 @@ def _accept_ranges(headers: Headers, path: str, url: str) -> None:
     headers["Accept-Ranges"] = "bytes"
 
 
-def _server(root: str | None = None, prefix: str | None = None) -> ServeStatic:
+def system_types() -> dict[str, str]:
+    """Types of the extensions ServeStatic's table lacks (.csv, .patch, .tar...), from mime.types as Apache.
+
+    ServeStatic's own table (nginx's) stays first, so a type does not
+    change with the host's /etc/mime.types; Python's built-in map fills in
+    where that file is absent.
+    """
+    db = mimetypes.MimeTypes()
+    for name in mimetypes.knownfiles:
+        if os.path.isfile(name):
+            db.read(name)
+    known = default_types()
+    return {ext: kind for ext, kind in db.types_map[True].items() if ext not in known}
+
+
+def _server(types: dict[str, str], root: str | None = None, prefix: str | None = None) -> ServeStatic:
     """A ServeStatic that adds no caching policy and no CORS header, as Apache's Alias."""
-    server = ServeStatic(None, autorefresh=True, max_age=None, allow_all_origins=False,
+    server = ServeStatic(None, autorefresh=True, max_age=None, allow_all_origins=False, mimetypes=types,
                          immutable_file_test=lambda path, url: False, add_headers_function=_accept_ranges)
     if root is not None:
         server.add_files(root, prefix)
@@ -75,10 +92,11 @@ class StaticFiles:
     def __init__(self, aliases: dict[str, str]) -> None:
         self.aliases = aliases
         self._prefixes = tuple(aliases)
+        types = system_types()
         # Longest prefix first: "/s/img/" wins over "/s/" for its own URLs.
-        self._sites = [(prefix, os.path.realpath(aliases[prefix]), _server(aliases[prefix], prefix))
+        self._sites = [(prefix, os.path.realpath(aliases[prefix]), _server(types, aliases[prefix], prefix))
                        for prefix in sorted(aliases, key=len, reverse=True)]
-        self._types = _server()
+        self._types = _server(types)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes] | None:
         """The response for a URL under a static prefix; None when no prefix matches."""
@@ -147,10 +165,12 @@ class StaticFiles:
         _accept_ranges(given, path, path)
         try:
             static_file = StaticFile(path, given.items())
+        except MissingFileError:  # gone since the caller's check
+            return self._refuse(environ, start_response, 404, "X-Sendfile: cannot send %s: no such file" % path,
+                                level="error")
         except (NotARegularFileError, OSError) as exc:
-            gone = isinstance(exc, OSError) and exc.errno == errno.ENOENT
-            return self._refuse(environ, start_response, 404 if gone else 500,
-                                "X-Sendfile: cannot send %s: %s" % (path, exc), level="error")
+            return self._refuse(environ, start_response, 500, "X-Sendfile: cannot send %s: %s" % (path, exc),
+                                level="error")
         return self._serve(environ, start_response, static_file, status)
 
     # -- answers -------------------------------------------------------------------
@@ -204,7 +224,7 @@ def refusal(root: str, fs_path: str) -> tuple[int, str]:
     """The status and log line for a path under ``root`` that is not served as a file.
 
     ``root`` is a real path. A directory is 403 (no listings), so is a link
-    leading out of ``root`` and anything not a regular file; nothing is 404.
+    leading out of ``root`` and anything not a regular file; a missing path is 404.
     """
     try:
         st = os.stat(fs_path)
