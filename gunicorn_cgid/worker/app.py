@@ -38,6 +38,11 @@ from gunicorn_cgid.worker.stream import IdleTimeout, paced
 log = logging.getLogger("gunicorn.error")
 
 MAX_REDIRECTS = 10
+# A body that ends within this size and time of its headers is sent in one
+# piece with Content-Length (as Apache does when the whole body is at hand);
+# a slower one is streamed, its first bytes delayed by at most the wait.
+SHORT_BODY_MAX = 65536
+SHORT_BODY_WAIT_SECONDS = 0.005
 
 StartResponse = Callable[..., Any]
 
@@ -76,9 +81,16 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
                 run.end(wire.REASON_KILLED, drain=True)
                 ending.finish(req, run, None)
                 return ctx.files.send_file(environ, start_response, path, reply.status, reply.headers)
-            start_response(reply.status, reply.headers)
             run.status_for_log = int(reply.status[:3])
-            return _relay(req, run, reply, run.parser.rest)           # 6. relay, 7. finish
+            first, whole = run.parser.rest, False
+            if reply.mode == STREAM:
+                first, whole = run.read_ahead(first, SHORT_BODY_MAX, SHORT_BODY_WAIT_SECONDS)
+                if whole and not ending.was_cut(run.end(wire.REASON_NONE)):
+                    # The whole body is here: one piece with its length.
+                    start_response(reply.status, reply.headers + [("Content-Length", str(len(first)))])
+                    return _whole(req, run, first)                    # 6. relay, 7. finish
+            start_response(reply.status, reply.headers)
+            return _relay(req, run, reply, first)                     # 6. relay, 7. finish
         raise CGIError("CGI internal redirect loop: more than %d redirects for %r"
                        % (MAX_REDIRECTS, environ.get("RAW_URI", req.path)))
     except CGIError as err:
@@ -252,6 +264,18 @@ def _relay(req: Request, run: ScriptRun, reply: Reply, first: bytes) -> Iterator
         raise
     finally:
         ending.finish(req, run, err, progress="after %d bytes of the response body" % run.sent)
+
+
+def _whole(req: Request, run: ScriptRun, body: bytes) -> Iterator[bytes]:
+    """A body read whole before the headers were sent."""
+    try:
+        run.sent = len(body)
+        yield body
+    except GeneratorExit:
+        ending.finish(req, run, ClientGone("the client closed the connection"), progress="with the whole body sent")
+        raise
+    finally:
+        ending.finish(req, run, None)
 
 
 def _relay_nph(req: Request, run: ScriptRun, start_response: StartResponse) -> Iterable[bytes]:

@@ -116,6 +116,22 @@ class ScriptRun:
                 err.message = "%s: %s" % (err.message, name)
             raise
 
+    def read_ahead(self, first: bytes, limit: int, seconds: float) -> tuple[bytes, bool]:
+        """The body so far, and whether it is all there: stdout ended within ``seconds`` and ``limit`` bytes."""
+        assert self.session is not None
+        data = bytearray(first)
+        deadline = time.monotonic() + seconds
+        while len(data) <= limit:
+            chunk = self.session.read_for(max(0.0, deadline - time.monotonic()))
+            if chunk is None:
+                return bytes(data), False
+            if not chunk:
+                return bytes(data), True
+            if self.req.opts.script_log and len(self.stdout_seen) < SCRIPTLOG_STDOUT_MAX:
+                self.stdout_seen += chunk
+            data += chunk
+        return bytes(data), False
+
     def read_line(self, limit: int) -> bytes:
         """For NPH: output up to the first newline (and what came with it)."""
         first = b""

@@ -269,7 +269,24 @@ class ScriptSession:
         self._flush_stderr()
         self.ch.close()
 
-    def _poll_once(self, want_stdout: bool, deadline: float | None = None) -> bytes:
+    def read_for(self, seconds: float) -> bytes | None:
+        """Like ``read()``, but gives up after ``seconds``: None when nothing came in time."""
+        give_up = time.monotonic() + seconds
+        while self.stdout_open:
+            remaining = give_up - time.monotonic()
+            if remaining <= 0:
+                return None
+            chunk = self._poll_once(want_stdout=True, wait_max=remaining)
+            if self.body_failure is not None:
+                raise self.body_failure
+            if chunk:
+                return chunk
+        if self.body_failure is not None:
+            raise self.body_failure
+        return b""
+
+    def _poll_once(self, want_stdout: bool, deadline: float | None = None,
+                   wait_max: float | None = None) -> bytes:
         poller = select.poll()
         fds: dict[int, str] = {}
         if want_stdout and self.stdout_open:
@@ -297,6 +314,8 @@ class ScriptSession:
             # Wake up now and then while the body is being read, to start
             # watching the client as soon as it is done.
             wait = BODY_WATCH_TICK_SECONDS if wait is None else min(wait, BODY_WATCH_TICK_SECONDS)
+        if wait_max is not None:
+            wait = wait_max if wait is None else min(wait, wait_max)
         events = poller.poll(None if wait is None else int(wait * 1000) + 1)
         if not events:
             if idle_deadline is not None and time.monotonic() >= idle_deadline:
