@@ -16,13 +16,19 @@ workers = 2
 threads = 16
 
 # CGI settings (Apache equivalents in README.md)
-script_sock = "logs/cgisock"      # ScriptSock
+# The socket and the log live in separate directories: run/ belongs to the
+# user who starts gunicorn and nobody else may write there, while logs/ may
+# be the workers' (they write the ScriptLog).
+script_sock = "run/cgisock"       # ScriptSock
 script_log = "logs/cgi.log"       # ScriptLog: failed CGI requests are recorded here
 script_alias = {"/cgi-bin/": "cgi-bin/"}
 cgi_timeout = 60                  # CGIDScriptTimeout (idle)
 cgi_env = {"EXAMPLE": "gunicorn-cgid"}
 if os.access("/usr/bin/php-cgi", os.X_OK):  # Apache's Action/AddHandler for PHP
     cgi_interpreters = {".php": "/usr/bin/php-cgi"}
+
+static_alias = {"/static/": "static/"}  # Apache's Alias: files served as they are
+health_path = "/healthz"          # 200 when the CGI daemon answers, else 503 (for probes)
 
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms exit=%({cgi.exit_status}e)s cpu=%({cgi.cpu_ms}e)sms'
 accesslog = "-"
