@@ -31,6 +31,8 @@ KILL = ord("K")
 STARTED = ord("P")
 FAILED = ord("F")
 EXITED = ord("X")
+PING = ord("?")    # a worker asks whether the daemon answers (the health endpoint)
+PONG = ord("!")    # the daemon answers, with its pid
 
 #: The environment of one request is bounded by gunicorn's header limits
 #: (100 fields of 8 KiB by default); 4 MiB leaves room for raised limits.
@@ -286,9 +288,21 @@ class FrameDecoder:
 
 def request_decoder() -> FrameDecoder:
     """What the daemon accepts from a worker."""
-    return FrameDecoder(frozenset((SPAWN, KILL)), MAX_REQUEST_FRAME_BYTES)
+    return FrameDecoder(frozenset((SPAWN, KILL, PING)), MAX_REQUEST_FRAME_BYTES)
 
 
 def reply_decoder() -> FrameDecoder:
     """What a worker accepts from the daemon."""
-    return FrameDecoder(frozenset((STARTED, FAILED, EXITED)), MAX_REPLY_FRAME_BYTES)
+    return FrameDecoder(frozenset((STARTED, FAILED, EXITED, PONG)), MAX_REPLY_FRAME_BYTES)
+
+
+def encode_pong(pid: int) -> bytes:
+    return frame(PONG, _STARTED.pack(pid))
+
+
+def decode_pong(payload: bytes) -> int:
+    """The daemon's pid."""
+    r = _Reader(payload)
+    (pid,) = r.unpack(_STARTED)
+    r.end()
+    return pid

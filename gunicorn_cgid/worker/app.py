@@ -29,7 +29,8 @@ from gunicorn_cgid import __version__, admission, wire
 from gunicorn_cgid.environ import EnvOptions, build_argv, build_environ, redirect_environ, to_wire
 from gunicorn_cgid.errors import CGIError, ClientGone, Forbidden, ResponseCut, ScriptCut
 from gunicorn_cgid.mapping import ScriptTarget, map_request
-from gunicorn_cgid.worker import context, ending, metrics, nph
+from gunicorn_cgid.worker import context, ending, health, metrics, nph
+from gunicorn_cgid.worker.options import Options
 from gunicorn_cgid.worker.reply import DISCARD, REPLACE, SENDFILE, STREAM, Redirect, Reply, decide, error_page
 from gunicorn_cgid.worker.request import Request
 from gunicorn_cgid.worker.script import ScriptRun
@@ -54,6 +55,8 @@ def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[byte
         log.error("gunicorn_cgid: the CGI daemon was not started: add "
                   "'from gunicorn_cgid.hooks import *' to gunicorn.conf.py")
         return _send(start_response, error_page(503))
+    if ctx.options.health_path is not None and environ.get("PATH_INFO") == ctx.options.health_path:
+        return _health(ctx.options, start_response)
     if ctx.options.static_aliases:
         answer = ctx.files(environ, start_response)
         if answer is not None:
@@ -341,6 +344,17 @@ def _cut_error(req: Request, why: str) -> Exception:
             return ResponseCut(why)
         return HTTP2StreamError(0, "response cut: %s" % why)
     return ResponseCut(why)
+
+
+def _health(opts: Options, start_response: StartResponse) -> list[bytes]:
+    ok, why = health.probe(opts.sock_path)
+    if not ok:
+        log.info("health check failed: %s", why)
+    body = ("ok: %s\n" % why if ok else "unavailable: %s\n" % why).encode()
+    start_response("200 OK" if ok else "503 Service Unavailable",
+                   [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+                    ("Cache-Control", "no-store")] + ([] if ok else [("Retry-After", "1")]))
+    return [body]
 
 
 def _send(start_response: StartResponse, reply: Reply) -> list[bytes]:
