@@ -5,7 +5,12 @@ never blocking: every connection is non-blocking with a deadline, so a peer
 that stalls or sends garbage is dropped without delaying other spawns (Apache's
 daemon reads with no timeout). It reaps its scripts on SIGCHLD and reports the
 exit status and resource use on the script's own connection. When that
-connection closes, the script's whole process group is killed.
+connection closes, every process the script started is ended (see
+``containment``: its cgroup, or its process group and a sweep of leftovers).
+
+Each connection's lifecycle is ``lifecycle.ConnState`` with one transition
+function; every deadline (request read, queue wait, cgi_max_runtime, kill
+grace, the stop) is a timer in one heap.
 """
 
 from __future__ import annotations
@@ -19,24 +24,34 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 
 from gunicorn_cgid import wire
-from gunicorn_cgid.daemon import spawn
+from gunicorn_cgid.daemon import containment, spawn
+from gunicorn_cgid.daemon.lifecycle import ConnEvent, ConnState, conn_next
 from gunicorn_cgid.daemon.log import log
 from gunicorn_cgid.daemon.signals import SignalWakeup
+from gunicorn_cgid.daemon.timers import Timer, Timers
 
 REQUEST_READ_SECONDS = 10.0  # a worker sends its whole request at once
 MAX_WAIT_SECONDS = 3600.0    # epoll takes an int of milliseconds: ~24.8 days at most
+SUPERVISOR_CHECK_SECONDS = 1.0  # the parent is checked at least this often (besides PDEATHSIG)
+RESWEEP_SECONDS = 0.05       # after killing leftovers: their own children come to us next
+RELEASE_RETRY_SECONDS = (0.01, 1.0)  # an emptied cgroup is removed when its last process is gone
+DEFAULT_GRACE_MS = 3000
 RECV_BYTES = 65536
 _FDS_SPACE = socket.CMSG_SPACE(wire.SPAWN_FDS * array.array("i").itemsize)
 _UCRED = struct.Struct("3i")
+
+_CONNECTED = (ConnState.READING, ConnState.QUEUED, ConnState.RUNNING, ConnState.EXITED)
+_IN_PROGRESS = (ConnState.RUNNING, ConnState.EXITED)  # a script started and its worker still there
 
 
 class Conn:
     """One worker connection: at most one script."""
 
-    __slots__ = ("sock", "peer", "decoder", "fds", "req", "pid", "started",
-                 "deadline", "state", "kill_reason", "leftovers")
+    __slots__ = ("sock", "peer", "decoder", "fds", "req", "pid", "started", "born", "state",
+                 "kill_reason", "deadline", "kill_timer", "cage", "leftovers", "release_delay")
 
     def __init__(self, sock: socket.socket, peer: tuple[int, int, int]) -> None:
         self.sock = sock
@@ -45,11 +60,19 @@ class Conn:
         self.fds: list[int] = []
         self.req: wire.SpawnRequest | None = None
         self.pid = 0
-        self.started = 0.0
-        self.deadline: float | None = time.monotonic() + REQUEST_READ_SECONDS
-        self.state = "reading"  # reading -> queued -> running -> exited
+        self.started = 0.0     # monotonic, for the wall time reported
+        self.born = 0.0        # CLOCK_BOOTTIME just before the spawn, for the leftover sweep
+        self.state = ConnState.READING
         self.kill_reason = wire.REASON_NONE
-        self.leftovers = False  # its process group outlived it (checked when it was reaped)
+        self.deadline: Timer | None = None    # read, queue or cgi_max_runtime deadline
+        self.kill_timer: Timer | None = None  # SIGKILL after the grace
+        self.cage: str | None = None          # the script's cgroup, in cgroup mode
+        self.leftovers = False  # its processes outlived it (checked when it was reaped)
+        self.release_delay = RELEASE_RETRY_SECONDS[0]
+
+    def advance(self, event: ConnEvent) -> ConnState:
+        self.state = conn_next(self.state, event)
+        return self.state
 
     def close_fds(self) -> None:
         for fd in self.fds:
@@ -59,24 +82,43 @@ class Conn:
                 pass
         self.fds = []
 
+    def grace(self) -> float:
+        return (self.req.kill_grace_ms if self.req else DEFAULT_GRACE_MS) / 1000.0
+
     def describe(self) -> str:
         name = self.req.filename.decode("utf-8", "replace") if self.req else "?"
         return "%s (pid %d, peer pid %d)" % (name, self.pid, self.peer[0])
 
 
 class Daemon:
-    """The accept loop; ``serve()`` returns when a stop signal was handled."""
+    """The accept loop; ``serve()`` returns when a stop signal was handled.
 
-    def __init__(self, listener: socket.socket, master_pid: int) -> None:
+    ``supervisor_pid``: the parent recorded before the fork; when it changes
+    the daemon calls ``on_orphaned`` (which removes the socket) and stops at
+    once, taking its scripts with it.
+    """
+
+    def __init__(self, listener: socket.socket, master_pid: int, supervisor_pid: int = 0,
+                 cage: containment.ProcessGroups | None = None,
+                 on_orphaned: Callable[[], None] | None = None) -> None:
         self.listener = listener
         self.master_pid = master_pid
+        self.supervisor_pid = supervisor_pid
+        self.containment = cage or containment.ProcessGroups()
+        self.on_orphaned = on_orphaned
         self.uid = os.geteuid()
         self.sel = selectors.DefaultSelector()
-        self.conns: dict[int, Conn] = {}       # fileno -> conn
-        self.running: dict[int, Conn] = {}     # pid -> conn
+        self.timers = Timers()
+        self.conns: dict[int, Conn] = {}       # fileno -> conn whose worker is connected
+        self.running: dict[int, Conn] = {}     # pid -> conn whose script is not reaped yet
+        self.ending: set[Conn] = set()         # worker gone, script reaped: leftovers or a cgroup to end
         self.queue: deque[Conn] = deque()
-        self.kills: dict[int, tuple[float, Conn]] = {}  # pgid -> (when to send SIGKILL, whose group)
-        self.stopping: float | None = None     # deadline of a graceful stop
+        self.stopping: float | None = None     # when the stop began
+        self.stop_now = False
+        self.orphaned = False
+        self.listening = False
+        self.sweep_due = False
+        self.swept: set[int] = set()            # killed by the last sweep
         self.wakeup = SignalWakeup()
 
     # -- setup ---------------------------------------------------------------
@@ -89,18 +131,37 @@ class Daemon:
         self.install_signals()
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
+        self.listening = True
         self.sel.register(self.wakeup.reader, selectors.EVENT_READ, self._wake)
-        while True:
-            timeout = self._next_timeout()
-            for key, _ in self.sel.select(timeout):
+        self._check_supervisor()
+        while not (self.stopping is not None and (self.stop_now or not self.running)):
+            for key, _ in self.sel.select(self._timeout()):
                 key.data(key.fileobj)
-            self._run_timers()
-            if self.stopping is not None and not self.running:
-                break
-            if self.stopping is not None and time.monotonic() >= self.stopping:
-                self._kill_everything(signal.SIGKILL)
-                break
+            self.timers.run_due(time.monotonic())
+            self._check_supervisor()
+            if self.sweep_due:
+                self._sweep()
+        self._finish()
         log("info", "cgid daemon stopped")
+
+    def _timeout(self) -> float | None:
+        when = self.timers.next_when()
+        # A far deadline (cgi_max_runtime of weeks) is simply waited for in steps.
+        timeout = None if when is None else min(MAX_WAIT_SECONDS, max(0.0, when - time.monotonic()))
+        if self.supervisor_pid and not self.orphaned:
+            timeout = SUPERVISOR_CHECK_SECONDS if timeout is None else min(timeout, SUPERVISOR_CHECK_SECONDS)
+        return timeout
+
+    def _check_supervisor(self) -> None:
+        """Our parent is the supervisor recorded before the fork; anything else means it died."""
+        if self.supervisor_pid and not self.orphaned and os.getppid() != self.supervisor_pid:
+            self.orphaned = True
+            log("warning", "the CGI supervisor %d is gone: the cgid daemon stops now with its scripts",
+                self.supervisor_pid)
+            self._unlisten()
+            if self.on_orphaned is not None:
+                self.on_orphaned()
+            self._stop_now()
 
     # -- events --------------------------------------------------------------
 
@@ -109,37 +170,56 @@ class Daemon:
         if signal.SIGCHLD in sigs:
             self._reap()
         if signal.SIGINT in sigs:
-            log("info", "cgid daemon stopping now: killing %d script(s)", len(self.running))
-            self.stopping = time.monotonic()
-            groups = self._all_groups()
-            self.queue.clear()
-            # Connections first: a worker must learn that the daemon is gone
-            # (502) before its script's output ends (which reads as a script
-            # that printed no headers).
-            for conn in list(self.conns.values()):
-                self._close(conn)
-            for pgid in groups:
-                spawn.signal_group(pgid, signal.SIGKILL)
-            self._reap()
+            self._check_supervisor()  # SIGINT is also our PDEATHSIG
+            self._stop_now()
         elif signal.SIGTERM in sigs and self.stopping is None:
             self._begin_stop()
 
+    def _stop_now(self) -> None:
+        if self.stop_now:
+            return
+        log("info", "cgid daemon stopping now: killing %d script(s)", len(self.running))
+        self.stopping = time.monotonic()
+        self.stop_now = True
+        self._unlisten()
+        self.queue.clear()
+        # Connections first: a worker must learn that the daemon is gone
+        # (502) before its script's output ends (which reads as a script
+        # that printed no headers).
+        scripts = self._scripts()
+        for conn in list(self.conns.values()):
+            self._close(conn)
+        for conn in scripts:
+            self.containment.kill(self._group_of(conn), conn.cage)
+        self._reap()
+
     def _begin_stop(self) -> None:
-        grace = max((c.req.kill_grace_ms for c in self.running.values() if c.req), default=3000)
-        self.stopping = time.monotonic() + grace / 1000.0
-        try:
-            self.sel.unregister(self.listener)
-        except (KeyError, ValueError):
-            pass
+        grace = max((c.grace() for c in self.running.values()), default=DEFAULT_GRACE_MS / 1000.0)
+        self.stopping = time.monotonic()
+        self.timers.call_at(self.stopping + grace, self._stop_deadline)
+        self._unlisten()
         for conn in list(self.queue):
             self._fail(conn, wire.FAIL_SHUTDOWN, 0, "the CGI daemon is stopping")
         self.queue.clear()
         for conn in list(self.running.values()):
             conn.kill_reason = wire.REASON_SHUTDOWN
-            self._kill_group(conn.pid, conn)
+            self._end_script(conn)
         for conn in list(self.conns.values()):
-            if conn.state == "exited" and conn.leftovers:
-                self._kill_group(conn.pid, conn)
+            if conn.state is ConnState.EXITED and conn.leftovers:
+                self._end_script(conn)
+
+    def _stop_deadline(self) -> None:
+        for conn in self._scripts():
+            self.containment.kill(self._group_of(conn), conn.cage)
+        self.stop_now = True
+
+    def _unlisten(self) -> None:
+        if self.listening:
+            self.listening = False
+            try:
+                self.sel.unregister(self.listener)
+            except (KeyError, ValueError):
+                pass
 
     def _accept(self, listener: socket.socket) -> None:
         for _ in range(64):
@@ -163,6 +243,7 @@ class Daemon:
             conn = Conn(sock, peer)
             self.conns[sock.fileno()] = conn
             self.sel.register(sock, selectors.EVENT_READ, self._readable)
+            conn.deadline = self.timers.call_at(time.monotonic() + REQUEST_READ_SECONDS, self._read_timeout, conn)
 
     def _readable(self, sock: socket.socket) -> None:
         conn = self.conns.get(sock.fileno())
@@ -183,7 +264,7 @@ class Daemon:
             self._drop(conn, "more than %d file descriptors" % wire.SPAWN_FDS)
             return
         if received:
-            if conn.state != "reading" or conn.fds:
+            if conn.state is not ConnState.READING or conn.fds:
                 _close_all(received)
                 self._drop(conn, "file descriptors sent twice")
                 return
@@ -205,7 +286,7 @@ class Daemon:
                 return
 
     def _on_spawn(self, conn: Conn, payload: bytes) -> None:
-        if conn.state != "reading":
+        if conn.state is not ConnState.READING:
             self._drop(conn, "second SPAWN on one connection")
             return
         try:
@@ -225,8 +306,8 @@ class Daemon:
         if self.stopping is not None:
             self._fail(conn, wire.FAIL_SHUTDOWN, 0, "the CGI daemon is stopping")
         elif req.max_scripts and len(self.running) >= req.max_scripts:
-            conn.state = "queued"
-            conn.deadline = time.monotonic() + req.queue_timeout_ms / 1000.0
+            conn.advance(ConnEvent.QUEUE)
+            self._set_deadline(conn, time.monotonic() + req.queue_timeout_ms / 1000.0, self._queue_timeout)
             self.queue.append(conn)
         else:
             self._spawn(conn)
@@ -234,21 +315,26 @@ class Daemon:
     def _spawn(self, conn: Conn) -> None:
         req = conn.req
         assert req is not None
+        fds = conn.fds
+        conn.born = containment.boottime()
         try:
-            pid = spawn.spawn_script(req, conn.fds)
+            pid, cage = self.containment.spawn(lambda: spawn.spawn_script(req, fds))
         except OSError as exc:
             code = exc.errno or 0
             self._fail(conn, wire.FAIL_EXEC, code, "error spawning CGI child: exec of %r failed: %s"
                        % (req.filename.decode("utf-8", "replace"), exc.strerror or exc))
             return
-        except ValueError as exc:
-            self._fail(conn, wire.FAIL_EXEC, 0, "error spawning CGI child: %s" % exc)
+        except (ValueError, containment.ContainmentError) as exc:
+            self._fail(conn, wire.FAIL_EXEC, 0, "error spawning CGI child %r: %s"
+                       % (req.filename.decode("utf-8", "replace"), exc))
             return
         conn.close_fds()
         conn.pid = pid
+        conn.cage = cage
         conn.started = time.monotonic()
-        conn.state = "running"
-        conn.deadline = conn.started + req.max_runtime_ms / 1000.0 if req.max_runtime_ms else None
+        conn.advance(ConnEvent.SPAWN)
+        self._set_deadline(conn, conn.started + req.max_runtime_ms / 1000.0 if req.max_runtime_ms else None,
+                           self._max_runtime)
         self.running[pid] = conn
         self._send(conn, wire.encode_started(pid))
 
@@ -258,68 +344,116 @@ class Daemon:
         except wire.WireError as exc:
             self._drop(conn, "bad KILL frame: %s" % exc)
             return
-        if conn.state == "running":
+        if conn.state is ConnState.RUNNING:
             conn.kill_reason = reason or wire.REASON_KILLED
-            self._kill_group(conn.pid, conn)
-        elif conn.state == "queued":
+            self._end_script(conn)
+        elif conn.state is ConnState.QUEUED:
             self.queue.remove(conn)
             self._close(conn)
 
     def _closed_by_peer(self, conn: Conn) -> None:
-        if conn.state == "running":
-            # The worker is gone (its request ended, or it died): the script
-            # has nobody left to talk to.
+        """The worker is gone (its request ended, or it died): end what is left of the request."""
+        state = conn.state
+        if state is ConnState.RUNNING:
+            # The script has nobody left to talk to.
             conn.kill_reason = conn.kill_reason or wire.REASON_DISCONNECT
             log("info", "worker closed the connection of running CGI script %s: killing its process group",
                 conn.describe())
-            self._kill_group(conn.pid, conn)
-        elif conn.state == "exited" and conn.leftovers and not self._pgid_in_use(conn.pid):
-            # The script has exited; what is left of its group is a leftover.
-            if self._kill_group(conn.pid, conn):
-                log("info", "killing processes left behind by CGI script %s", conn.describe())
-        elif conn.state == "queued":
+            self._end_script(conn)
+        elif state is ConnState.QUEUED:
             self.queue.remove(conn)
-        elif conn.state == "reading" and (conn.decoder.pending or conn.fds):
+        elif state is ConnState.READING and (conn.decoder.pending or conn.fds):
             log("error", "dropped ScriptSock connection from pid %d: closed in the middle of a request"
                 " (%d bytes, %d descriptors)", conn.peer[0], conn.decoder.pending, len(conn.fds))
         self._close(conn)
+        if state is ConnState.EXITED and conn.leftovers and self.containment.alive(self._group_of(conn), conn.cage):
+            # The script has exited; what is left of it is a leftover.
+            if self._end_script(conn):
+                log("info", "killing processes left behind by CGI script %s", conn.describe())
+        self._settle(conn)
 
     # -- scripts -------------------------------------------------------------
 
-    def _kill_group(self, pgid: int, conn: Conn) -> bool:
-        """SIGTERM the group now, SIGKILL after the grace; False if it is empty."""
-        if pgid <= 1:
-            return False
-        pending = self.kills.get(pgid)
-        if pending is not None and pending[1] is conn:
+    def _scripts(self) -> set[Conn]:
+        """Every connection whose script, or what it left, we still answer for."""
+        found = set(self.running.values()) | self.ending
+        found.update(c for c in self.conns.values() if c.state is ConnState.EXITED and c.leftovers)
+        return found
+
+    def _group_of(self, conn: Conn) -> int:
+        """The script's process group, or 0 when that number may be someone else's now.
+
+        Until the script is reaped its pid cannot be reused; afterwards a new
+        script may have been given the same number.
+        """
+        current = self.running.get(conn.pid)
+        return conn.pid if conn.pid > 1 and (current is None or current is conn) else 0
+
+    def _end_script(self, conn: Conn) -> bool:
+        """SIGTERM the script's processes now, SIGKILL after its grace; False if none is left."""
+        if conn.kill_timer is not None:
             return True  # already on its way
-        if not spawn.signal_group(pgid, signal.SIGTERM):
+        if not self.containment.term(self._group_of(conn), conn.cage):
             return False
-        grace = (conn.req.kill_grace_ms if conn.req else 3000) / 1000.0
-        self.kills[pgid] = (time.monotonic() + grace, conn)
+        conn.kill_timer = self.timers.call_at(time.monotonic() + conn.grace(), self._kill_now, conn)
         return True
 
-    def _pgid_in_use(self, pgid: int) -> bool:
-        return pgid in self.running
+    def _kill_now(self, conn: Conn) -> None:
+        conn.kill_timer = None
+        group = self._group_of(conn)
+        if self.containment.alive(group, conn.cage):
+            log("warning", "CGI process group %d didn't exit, sending SIGKILL", conn.pid)
+            self.containment.kill(group, conn.cage)
+        self._settle(conn)
+
+    def _settle(self, conn: Conn) -> None:
+        """Once the worker is gone and the script reaped: free its containment, or try again soon."""
+        if conn.state is not ConnState.DONE or conn.pid == 0:
+            return
+        if conn.kill_timer is not None:
+            self.ending.add(conn)  # its grace runs; _kill_now settles it
+            return
+        if self.containment.release(conn.cage):
+            self.ending.discard(conn)
+            conn.cage = None
+            return
+        self.ending.add(conn)
+        self._set_deadline(conn, time.monotonic() + conn.release_delay, self._settle)
+        conn.release_delay = min(conn.release_delay * 2, RELEASE_RETRY_SECONDS[1])
+
+    def _check_ending(self) -> None:
+        """A process of ours was reaped: settle each ended request whose processes are all gone."""
+        for conn in list(self.ending):
+            if conn.kill_timer is not None and not self.containment.alive(self._group_of(conn), conn.cage):
+                self.timers.cancel(conn.kill_timer)
+                conn.kill_timer = None
+                self._settle(conn)
 
     def _reap(self) -> None:
+        reaped_other = False
         while True:
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             except InterruptedError:
                 continue
             if pid == 0:
-                return
+                break
+            self.sweep_due = True
             conn = self.running.pop(pid, None)
             if conn is None:
-                continue  # an orphan adopted as subreaper
-            conn.state = "exited"
+                reaped_other = True  # an orphan adopted as subreaper
+                continue
+            conn.advance(ConnEvent.REAP)
+            self.timers.cancel(conn.deadline)
             conn.deadline = None
             # Checked now, while no other process can take this pgid: once the
             # group is empty its number may go to a new process.
-            conn.leftovers = spawn.group_alive(pid)
+            conn.leftovers = self.containment.alive(pid, conn.cage)
+            if not conn.leftovers:
+                self.timers.cancel(conn.kill_timer)
+                conn.kill_timer = None
             info = wire.Exited(
                 wait_status=status,
                 wall_us=int((time.monotonic() - conn.started) * 1e6),
@@ -328,9 +462,17 @@ class Daemon:
                 maxrss_kb=int(usage.ru_maxrss),
                 reason=conn.kill_reason,
             )
-            if conn.sock.fileno() >= 0:
+            if conn.state is ConnState.EXITED:
                 self._send(conn, wire.encode_exited(info))
+                if conn.state is ConnState.EXITED and not conn.leftovers and self.containment.release(conn.cage):
+                    conn.cage = None  # empty: freed now, not when the worker leaves
+            else:
+                if conn.leftovers:
+                    self._end_script(conn)
+                self._settle(conn)
             self._start_queued()
+        if reaped_other and self.ending:
+            self._check_ending()
 
     def _start_queued(self) -> None:
         while self.queue and self.stopping is None:
@@ -341,54 +483,79 @@ class Daemon:
             self.queue.popleft()
             self._spawn(head)
 
-    def _all_groups(self) -> set[int]:
-        """Every process group we answer for: running scripts, pending kills, leftovers."""
-        groups = set(self.running) | set(self.kills)
-        groups.update(c.pid for c in self.conns.values() if c.state == "exited" and c.leftovers)
-        return groups
+    def _sweep(self) -> None:
+        """Kill the children of ours that are no script's and that no request in progress may own.
 
-    def _kill_everything(self, sig: int) -> None:
-        for pgid in self._all_groups():
-            spawn.signal_group(pgid, sig)
+        Only in process-group mode: a process that left its script's group
+        (setsid, a double fork) is re-parented to us when its parent dies.
+        One read of /proc when every child is a script.
+        """
+        self.sweep_due = False
+        if not self.containment.sweeps or self.stop_now:
+            return
+        unknown = [pid for pid in containment.children(os.getpid()) if pid not in self.running]
+        if not unknown:
+            return
+        own_groups = {c.pid for c in self._scripts()}  # ended by their own request or kill timer
+        oldest = min((c.born for c in self.conns.values() if c.state in _IN_PROGRESS), default=None)
+        leftovers = []
+        for pid in unknown:
+            info = containment.proc_info(pid)
+            if info is None or info.state in ("Z", "X") or info.pgrp in own_groups:
+                continue
+            if oldest is not None and info.born_by >= oldest:
+                continue  # may belong to a request still in progress: judged when it ends
+            leftovers.append(pid)
+        if leftovers:
+            killed = containment.kill_trees(leftovers)
+            if killed:
+                self.timers.call_at(time.monotonic() + RESWEEP_SECONDS, self._request_sweep)
+            new = sorted(set(killed) - self.swept)  # a killed process may not be gone by the next sweep
+            self.swept = set(killed)
+            if new:
+                log("warning", "killed %d process(es) that CGI scripts left outside their process group: %s",
+                    len(new), " ".join(str(p) for p in new))
+
+    def _request_sweep(self) -> None:
+        self.sweep_due = True
+
+    def _finish(self) -> None:
+        """Stopped: nothing a script started may outlive the daemon."""
+        for conn in self._scripts():
+            self.containment.kill(self._group_of(conn), conn.cage)
+        killed = containment.kill_trees(containment.children(os.getpid()))
+        if killed:
+            log("info", "killed %d process(es) left under the stopping cgid daemon", len(killed))
+        self._reap()
+        for conn in self._scripts() | set(self.conns.values()):
+            self.timers.cancel(conn.kill_timer)
+            conn.kill_timer = None
+        self.containment.finish()
 
     # -- timers --------------------------------------------------------------
 
-    def _next_timeout(self) -> float | None:
-        times = [c.deadline for c in self.conns.values() if c.deadline is not None]
-        times.extend(when for when, _owner in self.kills.values())
-        if self.stopping is not None:
-            times.append(self.stopping)
-        if not times:
-            return None
-        # A far deadline (cgi_max_runtime of weeks) is simply waited for in steps.
-        return min(MAX_WAIT_SECONDS, max(0.0, min(times) - time.monotonic()))
+    def _set_deadline(self, conn: Conn, when: float | None, callback: Callable[[Conn], None]) -> None:
+        self.timers.cancel(conn.deadline)
+        conn.deadline = None if when is None else self.timers.call_at(when, callback, conn)
 
-    def _run_timers(self) -> None:
-        now = time.monotonic()
-        for pgid, (when, owner) in list(self.kills.items()):
-            if when <= now:
-                del self.kills[pgid]
-                current = self.running.get(pgid)
-                if current is not None and current is not owner:
-                    continue  # the number now belongs to a newer script's group
-                if spawn.group_alive(pgid):
-                    log("warning", "CGI process group %d didn't exit, sending SIGKILL", pgid)
-                    spawn.signal_group(pgid, signal.SIGKILL)
-        for conn in list(self.conns.values()):
-            if conn.deadline is None or conn.deadline > now:
-                continue
-            conn.deadline = None
-            if conn.state == "reading":
-                self._drop(conn, "incomplete request after %.0f s" % REQUEST_READ_SECONDS)
-            elif conn.state == "queued":
-                self.queue.remove(conn)
-                self._fail(conn, wire.FAIL_BUSY, errno.EAGAIN,
-                           "cgi_max_scripts reached; no slot within the queue timeout")
-            elif conn.state == "running":
-                log("warning", "CGI script %s exceeded cgi_max_runtime: killing its process group",
-                    conn.describe())
-                conn.kill_reason = wire.REASON_MAX_RUNTIME
-                self._kill_group(conn.pid, conn)
+    def _read_timeout(self, conn: Conn) -> None:
+        conn.deadline = None
+        if conn.state is ConnState.READING:
+            self._drop(conn, "incomplete request after %.0f s" % REQUEST_READ_SECONDS)
+
+    def _queue_timeout(self, conn: Conn) -> None:
+        conn.deadline = None
+        if conn.state is ConnState.QUEUED:
+            self.queue.remove(conn)
+            self._fail(conn, wire.FAIL_BUSY, errno.EAGAIN,
+                       "cgi_max_scripts reached; no slot within the queue timeout")
+
+    def _max_runtime(self, conn: Conn) -> None:
+        conn.deadline = None
+        if conn.state is ConnState.RUNNING:
+            log("warning", "CGI script %s exceeded cgi_max_runtime: killing its process group", conn.describe())
+            conn.kill_reason = wire.REASON_MAX_RUNTIME
+            self._end_script(conn)
 
     # -- connection plumbing -------------------------------------------------
 
@@ -413,26 +580,33 @@ class Daemon:
 
     def _drop(self, conn: Conn, why: str) -> None:
         log("error", "dropped ScriptSock connection from pid %d: %s", conn.peer[0], why)
-        if conn.state == "running":
+        if conn.state is ConnState.RUNNING:
             self._closed_by_peer(conn)
         else:
-            if conn.state == "queued" and conn in self.queue:
+            if conn.state is ConnState.QUEUED and conn in self.queue:
                 self.queue.remove(conn)
             self._close(conn)
 
     def _close(self, conn: Conn) -> None:
+        """Close the worker's connection (the CLOSE event); the script, if any, is the caller's."""
         conn.close_fds()
         fd = conn.sock.fileno()
-        if fd >= 0:
-            self.conns.pop(fd, None)
-            try:
-                self.sel.unregister(conn.sock)
-            except (KeyError, ValueError):
-                pass
-            conn.sock.close()
+        if fd < 0:
+            return
+        self.conns.pop(fd, None)
+        try:
+            self.sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        if conn.state in _CONNECTED:
+            conn.advance(ConnEvent.CLOSE)
+            self.sweep_due = True
+        self.timers.cancel(conn.deadline)
+        conn.deadline = None
 
 
-def _fds_from(ancdata: list) -> list[int]:
+def _fds_from(ancdata: Iterable[tuple[int, int, bytes]]) -> list[int]:
     fds: list[int] = []
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
