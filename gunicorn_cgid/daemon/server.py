@@ -282,6 +282,8 @@ class Daemon:
                 self._on_spawn(conn, fr.payload)
             elif fr.kind == wire.KILL:
                 self._on_kill(conn, fr.payload)
+            elif fr.kind == wire.PING:
+                self._on_ping(conn)
             if conn.sock.fileno() < 0:
                 return
 
@@ -350,6 +352,13 @@ class Daemon:
         elif conn.state is ConnState.QUEUED:
             self.queue.remove(conn)
             self._close(conn)
+
+    def _on_ping(self, conn: Conn) -> None:
+        """The health endpoint's probe: answer with our pid; the worker closes the connection."""
+        if conn.state is not ConnState.READING or conn.fds:
+            self._drop(conn, "PING on a connection that carries a request")
+            return
+        self._send(conn, wire.encode_pong(os.getpid()))
 
     def _closed_by_peer(self, conn: Conn) -> None:
         """The worker is gone (its request ended, or it died): end what is left of the request."""
