@@ -1,16 +1,21 @@
 """The supervisor: owns the listening ScriptSock and keeps a daemon running behind it.
 
 Runs in its own small interpreter, started by gunicorn's master in
-``on_starting``. gunicorn reaps unknown children silently with
-``waitpid(-1)``, so the daemon is the supervisor's child, not the master's:
-the supervisor restarts it when it dies, and because the supervisor holds the
-listening socket, requests that arrive during the restart wait in its backlog
-instead of failing. It watches the master through a pipe (EOF when the master
-is gone, by any means) and then takes the daemon and every script with it.
+``on_starting`` (and again by the master's watcher if it ever dies).
+gunicorn reaps unknown children silently with ``waitpid(-1)``, so the daemon
+is the supervisor's child, not the master's: the supervisor restarts it when
+it dies, and because the supervisor holds the listening socket, requests
+that arrive during a quick restart wait in its backlog instead of failing.
+It watches the master through a pipe (EOF when the master is gone, by any
+means) and then takes the daemon and every script with it.
 
-Lifecycle of the daemon: STARTING -> RUNNING -> (died) BACKOFF -> STARTING;
-a daemon that cannot initialise (exit 254, Apache's DAEMON_STARTUP_ERROR) is
-FATAL: no restart loop.
+The daemon's lifecycle is ``lifecycle.DaemonLifecycle``: STARTING, RUNNING,
+BACKOFF (restarts back off from 0.1 s, doubling to 10 s), FATAL (five deaths
+at start in a row, or a daemon that cannot initialise: one error line, no
+more restarts), STOPPING. While there is no daemon to wait for (FATAL, or a
+backoff of a second or more) the supervisor answers each connection itself
+with a FAILED frame, so workers answer 503 at once instead of waiting. SIGHUP
+(sent by the master's ``on_reload``) starts again from FATAL or BACKOFF.
 """
 
 from __future__ import annotations
@@ -23,17 +28,21 @@ import stat
 import sys
 import time
 
-from gunicorn_cgid.daemon import spawn
+from gunicorn_cgid import wire
+from gunicorn_cgid.daemon import containment, spawn
+from gunicorn_cgid.daemon.lifecycle import DaemonEvent, DaemonLifecycle, DaemonState
 from gunicorn_cgid.daemon.log import log
 from gunicorn_cgid.daemon.server import Daemon  # imported once here, not in every restarted daemon
 from gunicorn_cgid.daemon.signals import SignalWakeup
+from gunicorn_cgid.daemon.timers import Timer, Timers
 
 DAEMON_STARTUP_ERROR = 254
 LISTEN_BACKLOG = 1024
 READY_TIMEOUT_SECONDS = 10.0
-MIN_UPTIME_SECONDS = 1.0       # a daemon dying sooner than this backs off
-MAX_BACKOFF_SECONDS = 0.5
 STOP_TIMEOUT_SECONDS = 30.0
+MASTER_CHECK_SECONDS = 1.0     # the master is also checked this often (besides the life pipe)
+BACKLOG_WAIT_SECONDS = 1.0     # a restart sooner than this: requests wait for it in the backlog
+TAKEOVER_WAIT_SECONDS = 0.5    # how long a new supervisor waits for an orphaned daemon's socket to go
 # Scripts of a dead daemon: SIGTERM after a short delay, so that their workers
 # see the daemon's connection close before the script's output does (and
 # answer 502, not "End of script output before headers"); a spawn the daemon
@@ -41,6 +50,7 @@ STOP_TIMEOUT_SECONDS = 30.0
 # SIGKILL after the grace.
 ORPHAN_TERM_DELAY_SECONDS = 0.1
 ORPHAN_KILL_GRACE_SECONDS = 3.0
+CGROUP_REMOVE_TRIES = 100      # every 50 ms: a dead daemon's cgroup is removed once empty
 SUN_PATH_MAX = 107
 
 
@@ -48,11 +58,14 @@ class SetupError(Exception):
     """The ScriptSock cannot be created; the message says how to fix it."""
 
 
-def prepare_socket(path: str, uid: int, gid: int) -> socket.socket:
+def prepare_socket(path: str, uid: int, gid: int, replace_live: bool = False) -> socket.socket:
     """Bind the ScriptSock so that only the workers' user can connect.
 
     Refuses a directory that other users can write to (they could replace
-    the socket), replaces a stale socket file, refuses a live one.
+    the socket), replaces a stale socket file, refuses a live one unless
+    ``replace_live``: a supervisor started again by the same master takes
+    over from the daemon of the one that died (it waits a moment for that
+    orphaned daemon to remove its socket on the way out).
     """
     if len(os.fsencode(path)) > SUN_PATH_MAX:
         raise SetupError("script_sock path %r is %d bytes long; a Unix socket path holds at most %d:"
@@ -69,18 +82,20 @@ def prepare_socket(path: str, uid: int, gid: int) -> socket.socket:
                          " could replace the socket; use a directory only its owner can write to"
                          " (chmod o-w %s) or set script_sock elsewhere"
                          % (directory, stat.S_IMODE(st.st_mode), directory))
+    if replace_live:
+        deadline = time.monotonic() + TAKEOVER_WAIT_SECONDS
+        while os.path.lexists(path) and _probe(path) == "live" and time.monotonic() < deadline:
+            time.sleep(0.01)
     if os.path.lexists(path):
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            os.unlink(path)  # stale: nobody listens on it any more
-        except OSError as exc:
-            raise SetupError("script_sock %r exists and cannot be checked: %s" % (path, exc)) from None
-        else:
+        state = _probe(path)
+        if state == "live" and not replace_live:
             raise SetupError("script_sock %r is in use by another running instance" % path)
-        finally:
-            probe.close()
+        if state not in ("live", "stale"):
+            raise SetupError("script_sock %r exists and cannot be checked: %s" % (path, state))
+        try:
+            os.unlink(path)  # stale, or the socket of our own master's dead supervisor
+        except FileNotFoundError:
+            pass
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o077)
     try:
@@ -97,31 +112,56 @@ def prepare_socket(path: str, uid: int, gid: int) -> socket.socket:
     return sock
 
 
+def _probe(path: str) -> str:
+    """"live" (something accepts), "stale" (nobody listens), or why it cannot be told."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return "stale"
+    except OSError as exc:
+        return str(exc)
+    finally:
+        probe.close()
+    return "live"
+
+
 class Supervisor:
     def __init__(self, listener: socket.socket, path: str, uid: int, gid: int,
-                 master_pid: int, life_fd: int) -> None:
+                 master_pid: int, life_fd: int, cgroup_root: str | None = None,
+                 cgroup_why: str = "", cgroup_required: bool = False) -> None:
         self.listener = listener
         self.path = path
         self.uid = uid
         self.gid = gid
         self.master_pid = master_pid
         self.life_fd = life_fd
+        self.pid = os.getpid()                 # what a daemon checks its parent against
+        self.cgroup_root = cgroup_root
+        self.cgroup_why = cgroup_why
+        self.cgroup_required = cgroup_required
+        self.lifecycle = DaemonLifecycle(started_at=time.monotonic())
         self.daemon_pid = 0
-        self.daemon_started = 0.0
-        self.backoff = 0.0
-        self.restart_at: float | None = None
-        self.stopping = False
+        self.ready_fd = -1                     # the current daemon's readiness pipe, until it reports
+        self.last_death = ""
+        self.timers = Timers()
+        self.restart_timer: Timer | None = None
+        self.answering = False                 # the listener is ours to answer (no daemon to wait for)
         self.wakeup = SignalWakeup()
         self.sel: selectors.BaseSelector | None = None
-        self.ready_fds: set[int] = set()      # readiness pipes of restarted daemons
-        self.orphan_term_at: float | None = None
-        self.orphan_kill_at: float | None = None
         self.sock_ino = _inode(path)           # to remove only the socket we bound
 
+    # -- starting a daemon --------------------------------------------------------
+
     def start_daemon(self) -> int:
-        """Fork the daemon; returns the read end of its readiness pipe."""
+        """Fork the daemon; returns the read end of its readiness pipe. Raises OSError."""
         ready_r, ready_w = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(ready_r)
+            os.close(ready_w)
+            raise
         if pid == 0:  # the daemon
             code = 0
             try:
@@ -134,11 +174,10 @@ class Supervisor:
                 os._exit(code)
         os.close(ready_w)
         self.daemon_pid = pid
-        self.daemon_started = time.monotonic()
         return ready_r
 
     def wait_ready(self, ready_r: int) -> str | None:
-        """None when the first daemon is up, else why it is not."""
+        """The first daemon: None when it is up, else why it is not."""
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         sel = selectors.DefaultSelector()
         sel.register(ready_r, selectors.EVENT_READ)
@@ -147,33 +186,68 @@ class Supervisor:
                 if sel.select(0.1):
                     data = os.read(ready_r, 512)
                     if data.startswith(b"ok"):
+                        self.lifecycle.on(DaemonEvent.READY, time.monotonic())
                         return None
                     pid, status = os.waitpid(self.daemon_pid, 0)
+                    self.daemon_pid = 0
                     return data.decode("utf-8", "replace").strip() or "daemon exited with status %d" % status
             return "the daemon did not start within %.0f s" % READY_TIMEOUT_SECONDS
         finally:
             sel.close()
             os.close(ready_r)
 
+    def _restart(self) -> None:
+        self.restart_timer = None
+        now = time.monotonic()
+        if self.lifecycle.state is not DaemonState.BACKOFF:
+            return
+        self.lifecycle.on(DaemonEvent.START, now)
+        try:
+            ready = self.start_daemon()
+        except OSError as exc:
+            self._after_death("could not be forked: %s" % exc.strerror, unusable=False)
+            return
+        # Kept open until the daemon reports: closing it at once would
+        # make the daemon's readiness write fail with EPIPE.
+        self.ready_fd = ready
+        assert self.sel is not None
+        self.sel.register(ready, selectors.EVENT_READ, "ready")
+
+    def _on_ready(self) -> None:
+        try:
+            data = os.read(self.ready_fd, 512)
+        except OSError:
+            data = b""
+        self._close_ready()
+        if data.startswith(b"ok"):
+            self.lifecycle.on(DaemonEvent.READY, time.monotonic())
+        # Otherwise it failed and says why in its own log line; its exit comes as SIGCHLD.
+
+    def _close_ready(self) -> None:
+        if self.ready_fd >= 0:
+            if self.sel is not None:
+                try:
+                    self.sel.unregister(self.ready_fd)
+                except (KeyError, ValueError):
+                    pass
+            os.close(self.ready_fd)
+            self.ready_fd = -1
+
+    # -- the loop ---------------------------------------------------------------
+
     def serve(self) -> int:
         self.wakeup.install()
         self.sel = sel = selectors.DefaultSelector()
         sel.register(self.wakeup.reader, selectors.EVENT_READ, "wake")
         sel.register(self.life_fd, selectors.EVENT_READ, "life")
-        if self._reap():  # a signal may have come before the handlers existed
-            self._remove_socket()
-            return 1
+        self._reap()  # a daemon may have died before the handlers existed
         while True:
-            timeout = 1.0
-            for when in (self.restart_at, self.orphan_term_at, self.orphan_kill_at):
-                if when is not None:
-                    timeout = max(0.0, min(timeout, when - time.monotonic()))
-            for key, _ in sel.select(timeout):
-                if isinstance(key.data, int):
-                    # A restarted daemon's readiness report (or EOF if it died first).
-                    self.ready_fds.discard(key.data)
-                    sel.unregister(key.data)
-                    os.close(key.data)
+            self._sync_listener()
+            for key, _ in sel.select(self._timeout()):
+                if key.data == "ready":
+                    self._on_ready()
+                elif key.data == "listen":
+                    self._answer()
                 elif key.data == "life":
                     if not os.read(self.life_fd, 64):
                         log("info", "gunicorn master %d is gone: stopping the CGI daemon and its scripts",
@@ -182,64 +256,155 @@ class Supervisor:
                 else:
                     sigs = self.wakeup.received()
                     if signal.SIGCHLD in sigs:
-                        fatal = self._reap()
-                        if fatal:
-                            self._remove_socket()
-                            return 1
+                        self._reap()
+                    if signal.SIGHUP in sigs:
+                        self._retry()
                     if signal.SIGINT in sigs:
                         return self.stop(fast=True)
                     if signal.SIGTERM in sigs:
                         return self.stop(fast=False)
+            self.timers.run_due(time.monotonic())
             if os.getppid() != self.master_pid:
                 log("info", "gunicorn master %d is gone: stopping the CGI daemon", self.master_pid)
                 return self.stop(fast=True)
-            if self.orphan_term_at is not None and time.monotonic() >= self.orphan_term_at:
-                self.orphan_term_at = None
-                count = self.kill_orphans(signal.SIGTERM)
-                if count:
-                    log("warning", "killing %d process group(s) left by the dead cgid daemon", count)
-                    self.orphan_kill_at = time.monotonic() + ORPHAN_KILL_GRACE_SECONDS
-            if self.orphan_kill_at is not None and time.monotonic() >= self.orphan_kill_at:
-                self.orphan_kill_at = None
-                if self.kill_orphans(signal.SIGKILL):
-                    log("warning", "scripts of the dead cgid daemon didn't exit, sent SIGKILL")
-            if self.restart_at is not None and time.monotonic() >= self.restart_at:
-                self.restart_at = None
-                # Kept open until the daemon reports: closing it at once would
-                # make the daemon's readiness write fail with EPIPE.
-                ready = self.start_daemon()
-                self.ready_fds.add(ready)
-                sel.register(ready, selectors.EVENT_READ, ready)
 
-    def _reap(self) -> bool:
-        """Reap children; schedule a restart if the daemon died. True if it is FATAL."""
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        timeout = MASTER_CHECK_SECONDS
+        when = self.timers.next_when()
+        if when is not None:
+            timeout = min(timeout, when - now)
+        restart_at = self.lifecycle.restart_at
+        if self.answering and restart_at is not None:
+            timeout = min(timeout, restart_at - BACKLOG_WAIT_SECONDS - now)  # stop answering then
+        return max(0.0, timeout)
+
+    def _no_daemon_for_long(self) -> bool:
+        """No daemon to hand connections to within BACKLOG_WAIT_SECONDS."""
+        lc = self.lifecycle
+        if lc.state is DaemonState.FATAL:
+            return True
+        return (lc.state is DaemonState.BACKOFF and lc.restart_at is not None
+                and lc.restart_at - time.monotonic() >= BACKLOG_WAIT_SECONDS)
+
+    def _sync_listener(self) -> None:
+        want = self._no_daemon_for_long()
+        if want == self.answering or self.sel is None:
+            return
+        if want:
+            self.listener.setblocking(False)  # shared with the daemons, which want it so too
+            self.sel.register(self.listener, selectors.EVENT_READ, "listen")
+        else:
+            self.sel.unregister(self.listener)
+        self.answering = want
+
+    def _answer(self) -> None:
+        """No daemon: refuse each waiting connection at once with a FAILED frame (503 for the client)."""
+        if self.lifecycle.state is DaemonState.FATAL:
+            why = ("the CGI daemon is not running (%s); send SIGHUP to gunicorn's master to retry"
+                   % (self.last_death or "it gave up"))
+        else:
+            why = "the CGI daemon is restarting"
+        frame = wire.encode_failed(wire.FAIL_SHUTDOWN, 0, why)
+        for _ in range(64):
+            try:
+                sock, _addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log("error", "accept on ScriptSock failed: %s", exc)
+                return
+            try:
+                sock.setblocking(False)
+                sock.send(frame)
+            except OSError:
+                pass
+            finally:
+                sock.close()
+
+    # -- deaths -----------------------------------------------------------------
+
+    def _reap(self) -> None:
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return False
+                return
             if pid == 0:
-                return False
+                return
             if pid != self.daemon_pid:
                 continue  # a script orphaned by a dead daemon (we are its subreaper)
             self.daemon_pid = 0
-            if self.stopping:
-                continue
+            self._close_ready()
             # Its scripts are ours now (we are the subreaper) and nobody will
             # ever report their exit: their workers have lost the connection.
-            self.orphan_term_at = time.monotonic() + ORPHAN_TERM_DELAY_SECONDS
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == DAEMON_STARTUP_ERROR:
-                log("critical", "cgid daemon failed to initialize; not restarting it")
-                return True
-            uptime = time.monotonic() - self.daemon_started
-            self.backoff = 0.0 if uptime >= MIN_UPTIME_SECONDS else min(
-                MAX_BACKOFF_SECONDS, max(0.05, self.backoff * 2))
-            log("error", "cgid daemon process died (%s), restarting%s", _describe_status(status),
-                " in %.2f s" % self.backoff if self.backoff else "")
-            self.restart_at = time.monotonic() + self.backoff
+            self.timers.call_at(time.monotonic() + ORPHAN_TERM_DELAY_SECONDS, self._orphans_term, pid)
+            unusable = os.WIFEXITED(status) and os.WEXITSTATUS(status) == DAEMON_STARTUP_ERROR
+            self._after_death(_describe_status(status), unusable)
+
+    def _after_death(self, how: str, unusable: bool) -> None:
+        lc = self.lifecycle
+        if lc.state is DaemonState.STOPPING:
+            return
+        now = time.monotonic()
+        self.last_death = "its last start ended: %s" % how
+        state = lc.on(DaemonEvent.UNUSABLE if unusable else DaemonEvent.DIED, now)
+        if state is DaemonState.FATAL:
+            if unusable:
+                log("critical", "cgid daemon failed to initialize; not restarting it: CGI requests get 503"
+                    " until gunicorn's master gets SIGHUP")
+            else:
+                log("critical", "cgid daemon FATAL: it died at start %d times in a row (the last time: %s); not"
+                    " restarting it: CGI requests get 503 until gunicorn's master gets SIGHUP", lc.quick_deaths, how)
+            return
+        assert lc.restart_at is not None
+        delay = max(0.0, lc.restart_at - now)
+        log("error", "cgid daemon process died (%s), restarting%s", how, " in %.2f s" % delay if delay else "")
+        self._schedule_restart(lc.restart_at)
+
+    def _schedule_restart(self, when: float) -> None:
+        self.timers.cancel(self.restart_timer)
+        self.restart_timer = self.timers.call_at(when, self._restart)
+
+    def _retry(self) -> None:
+        """SIGHUP: a daemon that gave up, or is backing off, is started again now."""
+        lc = self.lifecycle
+        before = lc.state
+        if lc.on(DaemonEvent.RETRY, time.monotonic()) is DaemonState.BACKOFF and lc.restart_at is not None:
+            log("info", "SIGHUP: starting the cgid daemon again (it was %s)", before.value)
+            self._schedule_restart(lc.restart_at)
+
+    def _orphans(self) -> list[int]:
+        return [pid for pid in containment.children(os.getpid()) if pid != self.daemon_pid]
+
+    def _orphans_term(self, dead_pid: int) -> None:
+        # Everything the dead daemon started now descends from one of our
+        # children (we are the subreaper), whatever session it is in.
+        signalled = containment.kill_trees(self._orphans(), signal.SIGTERM)
+        if signalled:
+            log("warning", "killing %d process(es) left by the dead cgid daemon", len(signalled))
+        self.timers.call_at(time.monotonic() + ORPHAN_KILL_GRACE_SECONDS, self._orphans_kill, dead_pid)
+
+    def _orphans_kill(self, dead_pid: int) -> None:
+        killed = containment.kill_trees(self._orphans(), signal.SIGKILL)
+        cage = containment.daemon_cgroup(self.cgroup_root, dead_pid) if self.cgroup_root else None
+        if cage and containment.cg_populated(cage):
+            containment.cg_kill(cage)
+            killed.append(0)
+        if killed:
+            log("warning", "scripts of the dead cgid daemon didn't exit, sent SIGKILL")
+        if cage:
+            self._remove_cgroup(cage, CGROUP_REMOVE_TRIES)
+
+    def _remove_cgroup(self, cage: str, tries: int) -> None:
+        if not containment.cg_remove(cage) and tries > 0:
+            containment.cg_kill(cage)
+            self.timers.call_at(time.monotonic() + 0.05, self._remove_cgroup, cage, tries - 1)
+
+    # -- stopping ---------------------------------------------------------------
 
     def stop(self, fast: bool) -> int:
-        self.stopping = True
+        self.lifecycle.on(DaemonEvent.STOP, time.monotonic())
         if self.daemon_pid:
             try:
                 os.kill(self.daemon_pid, signal.SIGINT if fast else signal.SIGTERM)
@@ -250,70 +415,88 @@ class Supervisor:
                 try:
                     pid, _ = os.waitpid(self.daemon_pid, os.WNOHANG)
                 except ChildProcessError:
-                    break
+                    pid = self.daemon_pid
                 if pid:
+                    self.daemon_pid = 0
                     break
                 time.sleep(0.01)
             else:
                 os.kill(self.daemon_pid, signal.SIGKILL)
         # Whatever the daemon left behind (scripts it had no time to kill,
         # leftovers re-parented to us) goes with it.
-        self.kill_orphans(signal.SIGKILL)
+        containment.kill_trees(self._orphans() + ([self.daemon_pid] if self.daemon_pid else []))
+        if self.cgroup_root and not containment.cg_clear(self.cgroup_root):
+            log("error", "could not remove the cgroup %s: processes in it did not exit", self.cgroup_root)
         self._remove_socket()
         return 0
 
     def kill_orphans(self, sig: int) -> int:
-        """Signal the process group of each child that is not the daemon; returns how many."""
-        own_group = os.getpgrp()
-        count = 0
-        for pid in _children(os.getpid()):
-            if pid == self.daemon_pid:
-                continue
-            pgid = _pgid(pid)
-            if pgid <= 0:
-                continue
-            if spawn.signal_group(pgid, sig) if pgid != own_group else _signal(pid, sig):
-                count += 1
-        return count
+        """Signal the process tree of each child that is not the daemon; returns how many processes."""
+        return len(containment.kill_trees(self._orphans(), sig))
 
     def _remove_socket(self) -> None:
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log("error", "cannot remove script_sock %r: %s", self.path, exc)
+        remove_socket(self.path)
+
+
+def remove_socket(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log("error", "cannot remove script_sock %r: %s", path, exc)
 
 
 def run_daemon(sup: Supervisor, ready_w: int) -> int:
-    """In the forked daemon: drop privileges, then serve until told to stop."""
+    """In the forked daemon: set up containment, drop privileges, then serve until told to stop.
+
+    The death signal is set after the privilege drop (changing credentials
+    clears it), and the parent is then checked against the supervisor's pid
+    recorded before the fork, so a supervisor that died meanwhile is seen.
+    """
     sup.wakeup.close()
     os.close(sup.life_fd)
     if sup.sel is not None:
         sup.sel.close()
-    for fd in sup.ready_fds:
-        os.close(fd)
-    spawn.die_with_parent(signal.SIGINT)
-    if os.getppid() == 1:
-        return 0
+    if sup.ready_fd >= 0:
+        os.close(sup.ready_fd)
+    try:
+        cage = containment.for_daemon(sup.cgroup_root, sup.cgroup_why, sup.uid, sup.gid,
+                                      required=sup.cgroup_required)
+    except containment.ContainmentError as exc:
+        msg = "cgid daemon cannot set up its cgroup: %s" % exc
+        log("critical", "%s", msg)
+        _report(ready_w, msg.encode())
+        return DAEMON_STARTUP_ERROR
     try:
         spawn.drop_privileges(sup.uid, sup.gid)
-        spawn.become_subreaper()
     except OSError as exc:
         msg = "cgid daemon cannot drop privileges to %s: %s" % (spawn.describe_ids(sup.uid, sup.gid), exc)
         log("critical", "%s", msg)
         _report(ready_w, msg.encode())
         return DAEMON_STARTUP_ERROR
+    spawn.die_with_parent(signal.SIGINT)
+    if os.getppid() != sup.pid:
+        return 0  # the supervisor died before the death signal was set
+    spawn.become_subreaper()
     _report(ready_w, b"ok")
-    supervisor_pid = os.getppid()
-    daemon = Daemon(sup.listener, sup.master_pid)
+    daemon = Daemon(sup.listener, sup.master_pid, supervisor_pid=sup.pid, cage=cage,
+                    on_orphaned=lambda: _remove_own_socket(sup))
+    log("info", "containment: %s", cage.name)
     log("info", "cgid daemon %d serving %s as %s", os.getpid(), sup.path,
         spawn.describe_ids(os.geteuid(), os.getegid()))
     daemon.serve()
-    if os.getppid() != supervisor_pid and sup.sock_ino and _inode(sup.path) == sup.sock_ino:
-        # The supervisor was killed: nobody else will remove the socket it bound.
-        sup._remove_socket()
     return 0
+
+
+def _remove_own_socket(sup: Supervisor) -> None:
+    """The supervisor was killed: nobody else will remove the socket it bound.
+
+    Only if the path still holds that socket: a new supervisor may already
+    have bound its own there.
+    """
+    if sup.sock_ino and _inode(sup.path) == sup.sock_ino:
+        remove_socket(sup.path)
 
 
 def _report(ready_w: int, data: bytes) -> None:
@@ -333,56 +516,37 @@ def _inode(path: str) -> int:
         return 0
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(p) for p in f.read().split()]
-    except OSError:
-        pass
-    out = []  # kernels without CONFIG_PROC_CHILDREN
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and _stat_fields(int(entry))[1:2] == [str(pid)]:
-            out.append(int(entry))
-    return out
-
-
-def _stat_fields(pid: int) -> list[str]:
-    """Fields of /proc/PID/stat after the command name: state, ppid, pgrp..."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def _pgid(pid: int) -> int:
-    try:
-        return os.getpgid(pid)
-    except OSError:
-        return 0
-
-
-def _signal(pid: int, sig: int) -> bool:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
 def _describe_status(status: int) -> str:
     if os.WIFSIGNALED(status):
         return "killed by signal %d" % os.WTERMSIG(status)
     return "exit status %d" % os.WEXITSTATUS(status)
 
 
-def main(argv: list[str]) -> int:
-    """Entry point: ``python -m gunicorn_cgid.daemon PATH UID GID MASTER_PID LIFE_FD [LOGFILE] [LEVEL]``.
+def _close_inherited(keep: set[int]) -> None:
+    """Close what the master let us inherit by mistake (its listeners are inheritable)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd <= 2 or fd in keep:
+            continue
+        try:
+            if os.get_inheritable(fd):
+                os.close(fd)
+        except OSError:
+            pass
 
-    Prints ``READY`` (or ``ERROR: why``) on stdout once, then closes it.
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``python -m gunicorn_cgid.daemon PATH UID GID MASTER_PID LIFE_FD [LOGFILE] [LEVEL] [replace]``.
+
+    Prints ``READY <daemon pid>`` (or ``ERROR: why``) on stdout once, then
+    closes it. ``replace``: started again by the same master after its
+    supervisor died; the socket of that supervisor's daemon is taken over.
     """
     path, uid, gid, master_pid, life_fd = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), int(argv[4])
     logfile = argv[5] if len(argv) > 5 else "-"
+    replace = len(argv) > 7 and argv[7] == "replace"
+    _close_inherited({life_fd})
+    os.set_inheritable(life_fd, False)
     if len(argv) > 6:
         from gunicorn_cgid.daemon import log as logmod
         logmod.set_level(argv[6])
@@ -398,18 +562,33 @@ def main(argv: list[str]) -> int:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    spawn.die_with_parent(signal.SIGINT)
+    # No death signal here: the master may start us from a thread, and the
+    # signal would come when that thread ends. EOF on the life pipe (and
+    # the getppid check) tell us the master is gone.
     spawn.become_subreaper()
+    cgroup_root = None
     try:
-        listener = prepare_socket(path, uid, gid)
-    except SetupError as exc:
+        mode = containment.mode_from_env()
+        # The cgroup first: a cgroup left by a killed supervisor of this
+        # master is emptied, its daemon with it, which frees the socket path.
+        cgroup_root, cgroup_why = containment.prepare_root(master_pid, mode)
+        listener = prepare_socket(path, uid, gid, replace_live=replace)
+    except (SetupError, containment.ContainmentError) as exc:
+        if cgroup_root:
+            containment.cg_clear(cgroup_root)
         out.write("ERROR: %s\n" % exc)
         out.close()
         return 1
-    sup = Supervisor(listener, path, uid, gid, master_pid, life_fd)
-    error = sup.wait_ready(sup.start_daemon())
+    sup = Supervisor(listener, path, uid, gid, master_pid, life_fd, cgroup_root, cgroup_why,
+                     cgroup_required=mode == "cgroup")
+    try:
+        error = sup.wait_ready(sup.start_daemon())
+    except OSError as exc:
+        error = "cannot fork the daemon: %s" % exc
     if error:
         sup._remove_socket()
+        if cgroup_root:
+            containment.cg_clear(cgroup_root)
         out.write("ERROR: %s\n" % error)
         out.close()
         return 1
