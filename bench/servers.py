@@ -530,9 +530,13 @@ class TrivialGunicorn(Gunicorn):
     """Plain gunicorn, same worker settings, answering from Python: the ceiling
     of what a gunicorn worker can do per request."""
     kind = "ceiling"
-    key = "trivial"
-    label = "gunicorn trivial WSGI"
     app = "trivial_app:app"
+
+    def __init__(self, ctx: Context, h1c: bool = False) -> None:
+        super().__init__(ctx)
+        self.key = "trivial-h1c" if h1c else "trivial"
+        self.label = "gunicorn trivial WSGI" + (" + h1c" if h1c else "")
+        self.http_parser = "fast" if h1c else "python"
 
     def start(self) -> None:
         shutil.copyfile(BENCH_DIR / "trivial_app.py", self.ctx.tmp / "trivial_app.py")
@@ -549,12 +553,13 @@ def make_servers(ctx: Context, wanted: list[str], h1c: str | None) -> tuple[list
         "gevent": lambda: GunicornCgid(ctx, "gevent"),
         "gthread-h1c": lambda: GunicornCgid(ctx, "gthread", h1c=True),
         "trivial": lambda: TrivialGunicorn(ctx),
+        "trivial-h1c": lambda: TrivialGunicorn(ctx, h1c=True),
     }
     servers, skipped = [], []
     for key in wanted:
         srv = factories[key]()
         why = srv.missing()
-        if key == "gthread-h1c" and why is None:
+        if key.endswith("-h1c") and why is None:
             if "http_parser" not in ctx.gunicorn_settings:
                 why = "this gunicorn has no http_parser setting (gunicorn >= 25 has)"
             elif h1c is None:
@@ -567,4 +572,4 @@ def make_servers(ctx: Context, wanted: list[str], h1c: str | None) -> tuple[list
     return servers, skipped
 
 
-SERVER_KEYS = ("apache", "nginx", "lighttpd", "gthread", "gevent", "gthread-h1c", "trivial")
+SERVER_KEYS = ("apache", "nginx", "lighttpd", "gthread", "gevent", "gthread-h1c", "trivial", "trivial-h1c")
