@@ -62,6 +62,7 @@ class Result:
     error: str | None = None  # set when the cell could not be measured
     cpu_us: dict[str, float] = field(default_factory=dict)  # role -> CPU µs per request
     pss_mib: float | None = None  # peak PSS of the server's whole process tree
+    other_pct: float | None = None  # CPU used by other work on the machine meanwhile, % of one CPU
 
     @property
     def rps(self) -> float:

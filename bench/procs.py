@@ -17,6 +17,7 @@ Everything here reads /proc and, where it can make one, a cgroup per server:
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -396,6 +397,21 @@ def cpu_between(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
     else:
         used["scripts"] = reaped / CLK_TCK
     return used
+
+
+def machine_busy() -> float:
+    """Seconds of CPU the whole machine has been busy since boot, steal included
+    (time the hypervisor gave to other guests)."""
+    with open("/proc/stat") as fh:
+        f = fh.readline().split()
+    # user nice system idle iowait irq softirq steal
+    return sum(int(f[i]) for i in (1, 2, 3, 6, 7, 8)) / CLK_TCK
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of its reaped children (wrk)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 # --------------------------------------------------------------------------

@@ -166,8 +166,8 @@ def ceiling_table(scenarios: list[Scenario], servers, cells: Cell) -> str | None
 def full_table(scenarios: list[Scenario], servers, cells: Cell) -> str:
     out = [
         "| scenario | server | req/s | MiB/s | p50 ms | p99 ms | errors | vs best peer"
-        " | server µs/req | CGI daemon µs/req | scripts µs/req | total µs/req | peak PSS MiB |",
-        "|---|---|" + "---:|" * 11,
+        " | server µs/req | CGI daemon µs/req | scripts µs/req | total µs/req | peak PSS MiB | other load % |",
+        "|---|---|" + "---:|" * 12,
     ]
     for sc in scenarios:
         best = best_peer(sc, servers, cells)
@@ -177,7 +177,7 @@ def full_table(scenarios: list[Scenario], servers, cells: Cell) -> str:
                 continue
             if r.error:
                 msg = (r.error if len(r.error) <= 160 else r.error[:157] + "...").replace("|", "\\|")
-                out.append(f"| {sc.name} | {srv.label} | error: {msg} |" + " |" * 10)
+                out.append(f"| {sc.name} | {srv.label} | error: {msg} |" + " |" * 11)
                 continue
             q = ratio(sc, r, best)
             cpu = cpu_cells(srv, r)
@@ -185,7 +185,7 @@ def full_table(scenarios: list[Scenario], servers, cells: Cell) -> str:
             out.append(
                 f"| {sc.name} | {srv.label} | {fmt(r.rps, 0)} | {fmt(r.mibps, 1)} | {fmt(r.p50_ms, 2)} | "
                 f"{fmt(r.p99_ms, 2)} | {r.errors} | {fmt(q, 2)} | {fmt(cpu[0], 0)} | {fmt(cpu[1], 0)} | "
-                f"{fmt(cpu[2], 0)} | {fmt(total, 0)} | {fmt(r.pss_mib, 1)} |"
+                f"{fmt(cpu[2], 0)} | {fmt(total, 0)} | {fmt(r.pss_mib, 1)} | {fmt(r.other_pct, 0)} |"
             )
     return "\n".join(out)
 
@@ -228,7 +228,9 @@ def markdown(scenarios: list[Scenario], servers, cells: Cell, facts: list[str], 
         " *CGI daemon* the long-lived processes that start scripts (gunicorn-cgid's supervisor and"
         " daemon; Apache's mod_cgid daemon; the fcgiwrap processes), *scripts* the processes born"
         " during the measurement (the CGI programs). Peak PSS: the server's whole process tree,"
-        " scripts included, sampled every 0.5 s under load.",
+        " scripts included, sampled every 0.5 s under load. *other load*: CPU the rest of the machine"
+        " used meanwhile (not this server, the load generator or the harness), in % of one CPU,"
+        " hypervisor steal included: a cell with a high one was slowed down by something else.",
         "",
         full_table(scenarios, servers, cells),
         "",

@@ -25,7 +25,17 @@ import time
 from pathlib import Path
 
 from load import MIB, Result, Scenario, http_request, run_python_client, run_wrk
-from procs import BenchError, Cgroups, PeakPss, cpu_between, cpu_snapshot, one_line, stop_all
+from procs import (
+    BenchError,
+    Cgroups,
+    PeakPss,
+    cpu_between,
+    cpu_snapshot,
+    machine_busy,
+    one_line,
+    own_cpu,
+    stop_all,
+)
 from report import best_peer, fmt, machine, markdown, write_chart
 from servers import (
     READY_TIMEOUT,
@@ -141,16 +151,29 @@ def measure(srv: Server, sc: Scenario, duration: float, warmup: float, tmp: Path
         roots = srv.roots
         with PeakPss(roots) as pss:
             before = cpu_snapshot(roots, srv.role, srv.cgroup)
+            busy, mine = machine_busy(), own_cpu()
             res = once(duration)
+            busy, mine = machine_busy() - busy, own_cpu() - mine
             after = cpu_snapshot(roots, srv.role, srv.cgroup)
         res.pss_mib = pss.peak_mib
+        used = cpu_between(before, after)
+        # What else ran: the machine's busy time less the server's, the load
+        # generator's and this script's. Only meaningful with the cgroup total.
+        if srv.cgroup is not None:
+            res.other_pct = max(0.0, busy - sum(used.values()) - mine) / (after.at - before.at) * 100
         if res.requests:
-            res.cpu_us = {role: secs * 1e6 / res.requests for role, secs in cpu_between(before, after).items()}
+            res.cpu_us = {role: secs * 1e6 / res.requests for role, secs in used.items()}
             if srv.cgroup is None and not srv.reaps_scripts:
                 del res.cpu_us["scripts"]  # unknown: nothing accounts for them
         return res
     except BenchError as exc:
         return Result(error=one_line(str(exc)))
+
+
+def better(sc: Scenario, new: Result, old: Result) -> bool:
+    if old.error or new.error:
+        return bool(old.error) and not new.error
+    return new.value(sc.unit) > old.value(sc.unit)
 
 
 def progress(i: int, n: int, sc: Scenario, srv: Server, r: Result, best: tuple[str, float] | None) -> str:
@@ -161,8 +184,9 @@ def progress(i: int, n: int, sc: Scenario, srv: Server, r: Result, best: tuple[s
     cpu = "/".join(fmt(r.cpu_us.get(role), 0) for role in ("server", "daemon", "scripts"))
     vs = f"  {r.value(sc.unit) / best[1]:.2f}x best peer so far" if best and srv.kind != "peer" else ""
     kinds = " (" + ", ".join(f"{k} {v}" for k, v in r.error_kinds.items()) + ")" if r.error_kinds else ""
+    other = f"  other load {r.other_pct:.0f}%" if r.other_pct is not None else ""
     return (f"{head} {value:>13}  p50 {fmt(r.p50_ms, 2)} p99 {fmt(r.p99_ms, 2)} ms  err {r.errors}{kinds}"
-            f"  µs/req {cpu}  PSS {fmt(r.pss_mib, 1)} MiB{vs}")
+            f"  µs/req {cpu}  PSS {fmt(r.pss_mib, 1)} MiB{other}{vs}")
 
 
 # --------------------------------------------------------------------------
@@ -188,6 +212,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--duration", type=float, default=6.0, help="seconds per measurement (6)")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each (1)")
     ap.add_argument("--pause", type=float, default=0.5, help="seconds of rest between measurements (0.5)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the whole matrix; each cell reports its best round (1)")
     ap.add_argument("--servers", default=",".join(SERVER_KEYS),
                     help=f"comma-separated subset of {','.join(SERVER_KEYS)}")
     ap.add_argument("--only", default="", help="comma-separated scenario names (or parts of names)")
@@ -209,8 +235,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.wanted) - set(SERVER_KEYS)
     if unknown or not args.wanted:
         ap.error(f"unknown server(s): {', '.join(sorted(unknown)) or '(none)'}")
-    if args.duration < 1:
-        ap.error("--duration must be at least 1")
+    if args.duration < 1 or args.rounds < 1:
+        ap.error("--duration and --rounds must be at least 1")
     args.scenarios = [s for s in SCENARIOS if scenario_selected(s.name, args.only)]
     if not args.scenarios:
         ap.error(f"no scenario matches {args.only!r}")
@@ -286,26 +312,33 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"{srv.label}: script containment {srv.containment()}.")
                 break
 
-        n = len(args.scenarios) * len(servers)
+        n = len(args.scenarios) * len(servers) * args.rounds
         print(f"# {client}, {args.duration:g}s per measurement after {args.warmup:g}s warm-up,"
               f" {n} measurements; CPU of scripts from {cpu_method}", file=sys.stderr, flush=True)
         cells: dict[tuple[str, str], Result] = {}
         i = 0
-        for sc in args.scenarios:
-            for srv in servers:
-                i += 1
-                res = measure(srv, sc, args.duration, args.warmup, tmp, use_wrk)
-                cells[(sc.name, srv.key)] = res
-                print(progress(i, n, sc, srv, res, best_peer(sc, servers, cells)), file=sys.stderr, flush=True)
-                if args.pause:
-                    time.sleep(args.pause)
+        for _ in range(args.rounds):
+            for sc in args.scenarios:
+                for srv in servers:
+                    i += 1
+                    res = measure(srv, sc, args.duration, args.warmup, tmp, use_wrk)
+                    key = (sc.name, srv.key)
+                    # Other work on the machine only ever slows a server down: keep its best round.
+                    if key not in cells or better(sc, res, cells[key]):
+                        cells[key] = res
+                    print(progress(i, n, sc, srv, res, best_peer(sc, servers, cells)),
+                          file=sys.stderr, flush=True)
+                    if args.pause:
+                        time.sleep(args.pause)
 
         facts = machine(h1c, client)
         facts[-1] += "."
         facts[0] += f", load average {load_at_start:.1f} at start and {os.getloadavg()[0]:.1f} at the end."
         facts.append(
             f"Load from {client} (one thread), {args.duration:g} s per measurement after {args.warmup:g} s of"
-            f" warm-up, scenarios interleaved (each against every server in turn). C CGIs linked {linked};"
+            f" warm-up, scenarios interleaved (each against every server in turn)"
+            + (f", {args.rounds} rounds, each cell's best shown" if args.rounds > 1 else "")
+            + f". C CGIs linked {linked};"
             f" the Python CGI runs {python_cgi}. CPU of scripts from {cpu_method}."
         )
         notes.append(
