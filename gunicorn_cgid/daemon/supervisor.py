@@ -430,10 +430,6 @@ class Supervisor:
         self._remove_socket()
         return 0
 
-    def kill_orphans(self, sig: int) -> int:
-        """Signal the process tree of each child that is not the daemon; returns how many processes."""
-        return len(containment.kill_trees(self._orphans(), sig))
-
     def _remove_socket(self) -> None:
         remove_socket(self.path)
 

@@ -22,7 +22,7 @@ import pytest
 
 from gunicorn_cgid.daemon import containment
 
-from .conftest import CGI_BIN, Server, children_of, pid_alive, wait_until
+from .conftest import CGI_BIN, Server, pid_alive, wait_until
 
 WORKERS = ["gthread", "gevent"]
 MODES = ["cgroup", "pgroup"]
@@ -196,10 +196,3 @@ def test_master_kill9_takes_escaped_processes_of_requests_in_progress(serve, mod
     root = cgroup_root(srv.pid)
     wait_until(lambda: root is None or not os.path.exists(root), 2.0, what="the cgroups to be removed")
 
-
-def test_supervisor_runs_no_daemon_child_outside_its_group(serve):
-    """The daemon sits in the supervisor's process group; scripts never do (they have sessions)."""
-    srv = serve("gthread")
-    sup = srv.supervisor_pid()
-    kids = children_of(sup)
-    assert len(kids) == 1 and os.getpgid(kids[0]) == os.getpgid(sup)
