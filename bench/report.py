@@ -43,6 +43,16 @@ def _module_version(name: str) -> str | None:
         return None
 
 
+def source_state() -> str | None:
+    """The commit gunicorn-cgid was measured at, and whether its package had local changes."""
+    from servers import REPO_ROOT
+    head = _run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
+    if not head or " " in head:
+        return None
+    dirty = _run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "gunicorn_cgid"])
+    return f"commit {head}" + (" with uncommitted changes" if dirty else "")
+
+
 def machine(h1c: str | None, client: str) -> list[str]:
     """One line per fact: the machine, then every program's version."""
     cpu = "unknown CPU"
@@ -62,12 +72,15 @@ def machine(h1c: str | None, client: str) -> list[str]:
     except OSError:
         pass
     from servers import APACHE_BIN, FCGIWRAP_BIN, LIGHTTPD_BIN, NGINX_BIN
+    source = source_state()
+    source = f"({source})" if source else None
     versions = [
         ("Apache", _first(r"Apache/(\S+)", _run([APACHE_BIN, "-v"]))),
         ("nginx", _first(r"nginx/(\S+)", _run([NGINX_BIN, "-v"]))),
         ("fcgiwrap", _first(r"fcgiwrap version (\S+)", _run([FCGIWRAP_BIN, "-h"]))),
         ("lighttpd", _first(r"lighttpd/(\S+)", _run([LIGHTTPD_BIN, "-v"]))),
         ("wrk", _first(r"wrk (\S+)", _run(["wrk", "-v"])) if client == "wrk" else None),
+        ("gunicorn-cgid", " ".join(filter(None, [_module_version("gunicorn-cgid"), source]))),
         ("Python", platform.python_version()),
         ("gunicorn", _module_version("gunicorn")),
         ("gevent", _module_version("gevent")),
