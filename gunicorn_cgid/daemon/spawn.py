@@ -4,6 +4,13 @@ Runs in the daemon. A script is exec'd with no shell and no PATH search
 (Apache's ``APR_PROGRAM``), in a session of its own so that the whole tree it
 starts can be killed at once, with the worker's sockets as its stdio.
 ``posix_spawn`` uses vfork, so a spawn never copies the daemon's address space.
+
+A script with rlimits, or one that runs as its location's user (``run_as``,
+see ``suexec``), is started by a fork instead: the child sets its groups,
+gid and uid, then the limits, then execs. posix_spawn cannot change ids, and
+changing the daemon's own real uid around a vfork would let that user signal
+the daemon meanwhile. The fork costs the daemon about 0.8 ms of CPU per
+script (measured on a 15 MB daemon), against 0.1 ms for posix_spawn.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ import pwd
 import resource  # before privileges drop: the interpreter's files may not be readable after
 import signal
 import subprocess
+from collections.abc import Collection
 
+from gunicorn_cgid.daemon import suexec
 from gunicorn_cgid.wire import SpawnRequest
 
 PR_SET_PDEATHSIG = 1
@@ -52,7 +61,8 @@ _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT
                     signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def spawn_script(req: SpawnRequest, fds: list[int]) -> int:
+def spawn_script(req: SpawnRequest, fds: list[int], run_as: suexec.RunAs | None = None,
+                 env_keep: Collection[bytes] = ()) -> int:
     """Exec the script with ``fds`` as stdin, stdout and stderr; returns its pid.
 
     posix_spawn (vfork and exec in glibc) costs half the CPU of
@@ -60,15 +70,25 @@ def spawn_script(req: SpawnRequest, fds: list[int]) -> int:
     so the single-threaded daemon changes its own directory first. Every
     descriptor of the daemon is close-on-exec. Raises ``OSError`` with the
     exec's errno when the script cannot start (missing interpreter, not
-    executable, bad format, bad cwd, limits that cannot be set).
+    executable, bad format, bad cwd, limits that cannot be set, ids that
+    cannot be taken).
+
+    ``run_as``: the child takes that user's groups, gid and uid, in that
+    order, before the limits and the exec, and its environment is cleaned
+    as suEXEC cleans it, keeping the names in ``env_keep`` (those the
+    configuration sets). The caller has run ``suexec.check`` first.
     """
     env: dict[bytes, bytes] = {}
     for item in req.env:
         name, _, value = item.partition(b"=")
         env[name] = value
     limits = _limits(req)
+    if run_as is not None:
+        if run_as.uid == 0 or run_as.gid == 0 or 0 in run_as.groups:
+            raise OSError(errno.EPERM, "refusing to run a script as uid/gid 0")
+        return _spawn_forked(req, fds, suexec.clean_env(env, env_keep), limits, run_as)
     if limits:
-        return _spawn_with_limits(req, fds, env, limits)
+        return _spawn_forked(req, fds, env, limits, None)
     os.chdir(req.cwd)
     return os.posix_spawn(
         req.filename, list(req.argv), env,
@@ -84,22 +104,30 @@ def _limits(req: SpawnRequest) -> list[tuple[int, int]]:
                                                 (resource.RLIMIT_NPROC, req.rlimit_nproc)) if value >= 0]
 
 
-def _spawn_with_limits(req: SpawnRequest, fds: list[int], env: dict[bytes, bytes],
-                       limits: list[tuple[int, int]]) -> int:
-    """Fork, set the limits in the child, exec: the limits hold from the first instruction.
+def _spawn_forked(req: SpawnRequest, fds: list[int], env: dict[bytes, bytes],
+                  limits: list[tuple[int, int]], run_as: suexec.RunAs | None) -> int:
+    """Fork; in the child set groups, gid, uid, then the limits; exec.
 
-    Setting them from the daemon after posix_spawn (prlimit) races with the
-    script on another core, so scripts with limits pay for a plain fork.
+    The ids and the limits hold from the script's first instruction.
+    Setting limits from the daemon after posix_spawn (prlimit) races with
+    the script on another core, and posix_spawn cannot change ids, so these
+    scripts pay for a fork. The ids are set by CPython's C child code
+    (setgroups, setregid, setreuid), before ``preexec_fn``; without limits
+    no Python code runs in the child.
     """
     def set_limits() -> None:
         for which, value in limits:
             resource.setrlimit(which, (value, value))
 
+    ids: dict[str, object] = {}
+    if run_as is not None:
+        ids = {"user": run_as.uid, "group": run_as.gid, "extra_groups": list(run_as.groups)}
     try:
         proc = subprocess.Popen(
             list(req.argv), executable=req.filename, cwd=req.cwd, env=env,
             stdin=fds[0], stdout=fds[1], stderr=fds[2], close_fds=True,
-            start_new_session=True, restore_signals=True, preexec_fn=set_limits)
+            start_new_session=True, restore_signals=True, preexec_fn=set_limits if limits else None,
+            **ids)  # type: ignore[call-overload]
     except subprocess.SubprocessError as exc:
         raise OSError(errno.EPERM, "cannot apply cgi_rlimit_* limits: %s" % exc) from None
     # The daemon reaps with wait4; a Popen that thinks its child is still
@@ -131,12 +159,21 @@ def signal_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def drop_privileges(uid: int, gid: int) -> None:
+def drop_privileges(uid: int, gid: int, keep_setid: bool = False) -> None:
     """setgroups, setgid, then setuid, as mod_unixd; no-op unless root.
 
     gunicorn itself never calls setgroups for its workers, so root's
     supplementary groups would survive; scripts get the user's own groups.
+
+    ``keep_setid`` (some location runs its scripts as its own user): keep
+    CAP_SETUID, CAP_SETGID and CAP_KILL through the setuid and nothing else
+    (see ``suexec``). A daemon that is not root must already hold them
+    (systemd's ``AmbientCapabilities=``), else OSError says to start as
+    root. A daemon that stays root (workers as root) keeps what it has.
     """
+    if keep_setid and uid != 0 and os.geteuid() != 0:
+        suexec.limit_to_setid_capabilities()
+        return
     if os.geteuid() != 0 or uid == 0:
         return
     try:
@@ -145,9 +182,13 @@ def drop_privileges(uid: int, gid: int) -> None:
     except (KeyError, OSError):
         os.setgroups([gid])
     os.setgid(gid)
+    if keep_setid:
+        suexec.keep_capabilities_across_setuid()
     os.setuid(uid)
     if os.geteuid() != uid or os.getegid() != gid:
         raise OSError("could not drop privileges to uid %d gid %d" % (uid, gid))
+    if keep_setid:
+        suexec.limit_to_setid_capabilities()
 
 
 def describe_ids(uid: int, gid: int) -> str:
