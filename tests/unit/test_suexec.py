@@ -429,6 +429,16 @@ def test_daemon_keeps_only_setuid_setgid_kill_and_is_not_dumpable():
 
 
 @needs_root
+def test_daemon_can_give_the_capabilities_up_later():
+    def child() -> bytes:
+        spawn.drop_privileges(NOBODY, NOBODY, keep_setid=True)
+        suexec.drop_setid_capabilities()
+        return repr(suexec.capabilities()).encode()
+
+    assert eval(_in_child(child)) == (0, 0, 0)
+
+
+@needs_root
 def test_daemon_without_run_as_drops_everything():
     def child() -> bytes:
         spawn.drop_privileges(NOBODY, NOBODY)
