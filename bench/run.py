@@ -176,8 +176,9 @@ def better(sc: Scenario, new: Result, old: Result) -> bool:
     return new.value(sc.unit) > old.value(sc.unit)
 
 
-def progress(i: int, n: int, sc: Scenario, srv: Server, r: Result, best: tuple[str, float] | None) -> str:
-    head = f"[{i:>{len(str(n))}}/{n}] {sc.name:<25} {srv.label:<24}"
+def progress(i: int, n: int, sc: Scenario, srv: Server, r: Result, best: tuple[str, float] | None,
+             label: str = "") -> str:
+    head = f"[{label + ' ' if label else ''}{i:>{len(str(n))}}/{n}] {sc.name:<25} {srv.label:<24}"
     if r.error:
         return f"{head} error: {r.error}"
     value = f"{r.value(sc.unit):,.0f} {sc.unit}" if sc.unit == "req/s" else f"{r.value(sc.unit):,.1f} {sc.unit}"
@@ -214,6 +215,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pause", type=float, default=0.5, help="seconds of rest between measurements (0.5)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat the whole matrix; each cell reports its best round (1)")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="measure again, up to this many times, the cells during which other work used"
+                         " more than --busy %% of a CPU (2)")
+    ap.add_argument("--busy", type=float, default=25.0,
+                    help="other load, in %% of one CPU, above which a cell is measured again (25)")
     ap.add_argument("--servers", default=",".join(SERVER_KEYS),
                     help=f"comma-separated subset of {','.join(SERVER_KEYS)}")
     ap.add_argument("--only", default="", help="comma-separated scenario names (or parts of names)")
@@ -228,15 +234,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory (configs, logs)")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.duration, args.warmup, args.pause, args.no_write = 1.0, 0.0, 0.0, True
+        args.duration, args.warmup, args.pause, args.no_write, args.retries = 1.0, 0.0, 0.0, True, 0
         if args.servers == ",".join(SERVER_KEYS):
             args.servers = "gthread,gevent"
     args.wanted = [s.strip() for s in args.servers.split(",") if s.strip()]
     unknown = set(args.wanted) - set(SERVER_KEYS)
     if unknown or not args.wanted:
         ap.error(f"unknown server(s): {', '.join(sorted(unknown)) or '(none)'}")
-    if args.duration < 1 or args.rounds < 1:
-        ap.error("--duration and --rounds must be at least 1")
+    if args.duration < 1 or args.rounds < 1 or args.retries < 0:
+        ap.error("--duration and --rounds must be at least 1, --retries at least 0")
     args.scenarios = [s for s in SCENARIOS if scenario_selected(s.name, args.only)]
     if not args.scenarios:
         ap.error(f"no scenario matches {args.only!r}")
@@ -277,11 +283,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"warning: {user[0]} cannot use {sys.executable} ({why});"
                       " gunicorn runs as root", file=sys.stderr)
                 notes.append(f"gunicorn (gunicorn-cgid and the trivial app) ran as root, and so did"
-                             f" gunicorn-cgid's scripts: user {user[0]} cannot use {sys.executable}"
-                             f" ({why}). The peers ran their scripts as {user[0]}.")
+                             f" gunicorn-cgid's scripts (with `cgi_allow_root = True` where gunicorn-cgid"
+                             f" has it): user {user[0]} cannot use {sys.executable} ({why})."
+                             f" The peers ran their scripts as {user[0]}.")
         elif user is not None:
             notes.append("gunicorn ran as root (--gunicorn-as-root).")
-        ctx = Context(tmp, user, gunicorn_user, cgroups, gunicorn_settings())
+        ctx = Context(tmp, user, gunicorn_user, cgroups, gunicorn_settings(env))
         h1c = h1c_version(env)
         servers, skipped = make_servers(ctx, args.wanted, h1c)
         for line in skipped:
@@ -317,21 +324,35 @@ def main(argv: list[str] | None = None) -> int:
               f" {n} measurements; CPU of scripts from {cpu_method}", file=sys.stderr, flush=True)
         cells: dict[tuple[str, str], Result] = {}
         first_pss: dict[tuple[str, str], float | None] = {}
-        i = 0
-        for _ in range(args.rounds):
-            for sc in args.scenarios:
-                for srv in servers:
-                    i += 1
-                    res = measure(srv, sc, args.duration, args.warmup, tmp, use_wrk)
-                    key = (sc.name, srv.key)
-                    first_pss.setdefault(key, res.pss_mib)
-                    # Other work on the machine only ever slows a server down: keep its best round.
-                    if key not in cells or better(sc, res, cells[key]):
-                        cells[key] = res
-                    print(progress(i, n, sc, srv, res, best_peer(sc, servers, cells)),
-                          file=sys.stderr, flush=True)
-                    if args.pause:
-                        time.sleep(args.pause)
+        retried = 0
+
+        def run_pass(wanted: set[tuple[str, str]] | None, label: str) -> None:
+            """Measure every (scenario, server), or those in ``wanted``, scenario by scenario."""
+            todo = [(sc, srv) for sc in args.scenarios for srv in servers
+                    if wanted is None or (sc.name, srv.key) in wanted]
+            for i, (sc, srv) in enumerate(todo, 1):
+                res = measure(srv, sc, args.duration, args.warmup, tmp, use_wrk)
+                key = (sc.name, srv.key)
+                first_pss.setdefault(key, res.pss_mib)
+                # Other work on the machine only ever slows a server down: keep its best run.
+                if key not in cells or better(sc, res, cells[key]):
+                    cells[key] = res
+                print(progress(i, len(todo), sc, srv, res, best_peer(sc, servers, cells), label),
+                      file=sys.stderr, flush=True)
+                if args.pause:
+                    time.sleep(args.pause)
+
+        for rnd in range(args.rounds):
+            run_pass(None, f"round {rnd + 1}" if args.rounds > 1 else "")
+        for attempt in range(args.retries):
+            busy = {key for key, r in cells.items()
+                    if r.other_pct is not None and r.other_pct > args.busy and not r.error}
+            if not busy:
+                break
+            print(f"# {len(busy)} measurement(s) had more than {args.busy:g}% of a CPU of other load:"
+                  " measuring them again", file=sys.stderr, flush=True)
+            retried += len(busy)
+            run_pass(busy, f"retry {attempt + 1}")
 
         # Memory from the first round: later rounds inherit what the 1 MiB
         # scenarios left in the servers' heaps.
@@ -344,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         facts.append(
             f"Load from {client} (one thread), {args.duration:g} s per measurement after {args.warmup:g} s of"
             f" warm-up, scenarios interleaved (each against every server in turn)"
-            + (f", {args.rounds} rounds, each cell's best shown (peak PSS: the first round's)"
-               if args.rounds > 1 else "")
+            + (f", {args.rounds} rounds" if args.rounds > 1 else "")
+            + (f", {retried} measurement(s) repeated because other work used more than {args.busy:g}% of a"
+               " CPU meanwhile" if retried else "")
+            + (", each cell's best run shown (peak PSS: its first run's)" if args.rounds > 1 or retried else "")
             + f". C CGIs linked {linked};"
             f" the Python CGI runs {python_cgi}. CPU of scripts from {cpu_method}."
         )

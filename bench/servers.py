@@ -397,9 +397,14 @@ def gunicorn_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gunicorn"]
 
 
-def gunicorn_settings() -> set[str]:
-    from gunicorn.config import Config
-    return set(Config().settings)
+def gunicorn_settings(env: dict[str, str]) -> set[str]:
+    """Names of the settings gunicorn takes, gunicorn-cgid's included, as the servers will import them."""
+    probe = ("import gunicorn_cgid.settings\nfrom gunicorn.config import Config\n"
+             "print(' '.join(Config().settings))")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BenchError(f"cannot import gunicorn_cgid.settings:\n{done.stderr}")
+    return set(done.stdout.split())
 
 
 def python_usable_by(user: tuple[str, int, int], tmp: Path, env: dict[str, str]) -> str | None:
@@ -501,11 +506,14 @@ class GunicornCgid(Gunicorn):
         self.http_parser = "fast" if h1c else "python"
 
     def extra_config(self) -> list[str]:
-        return [
+        lines = [
             "from gunicorn_cgid.hooks import *  # noqa: F401,F403",
             f"script_sock = {str(self.ctx.tmp / 'run' / 'cgisock')!r}",
             'script_alias = {"/cgi-bin/": "cgi-bin/"}',
         ]
+        if self.ctx.gunicorn_user is None and os.geteuid() == 0 and "cgi_allow_root" in self.ctx.gunicorn_settings:
+            lines.append("cgi_allow_root = True  # gunicorn could not be given an unprivileged user")
+        return lines
 
     def role(self, proc: Proc, root: int, table: dict[int, Proc]) -> str:
         # The supervisor and the daemon it forks run ``python -m gunicorn_cgid.daemon``.
