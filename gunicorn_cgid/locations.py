@@ -10,8 +10,8 @@ path or a dict::
             "path": "/usr/lib/git-core/git-http-backend",
             "env": {"GIT_PROJECT_ROOT": "/srv/git"},
             "timeout": 300,
-            "user": "git",
         },
+        "/~alice/": {"path": "/home/alice/cgi-bin/", "user": "alice"},
     }
 
 Keys an entry leaves out take the global setting. Pure: validation only,
