@@ -12,9 +12,11 @@ A config file with hooks of its own calls ours from them
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import signal
+import stat
 import sys
 import threading
 import time
@@ -29,6 +31,7 @@ __all__ = ["on_starting", "on_reload", "post_fork", "pre_request", "on_exit", "p
 READY_TIMEOUT_SECONDS = 15.0
 RESTART_RETRY_SECONDS = (0.5, 30.0)  # a supervisor that cannot be started again: retried, doubling
 POLL_SECONDS = 0.1                   # without pidfd_open (Linux < 5.3): how often the watcher looks
+SCRIPT_LOG_MODE = 0o640
 # Signals the supervisor must start with at their default action: Python
 # ignores SIGPIPE and SIGXFSZ, and an ignored signal survives exec.
 _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT, signal.SIGTERM,
@@ -85,7 +88,11 @@ def on_starting(server: Any) -> None:
     # they load it, and share these pages by fork. Everything in it looks up
     # socket, select and threading at call time, so gevent's patching holds.
     import gunicorn_cgid.worker.app  # noqa: F401
-    prepare_script_log(server.cfg)
+    try:
+        prepare_script_log(server.cfg)
+    except RuntimeError as exc:
+        server.log.error("%s", exc)
+        raise
     _install_fork_guard()
     with _lock:
         start_supervisor(server)
@@ -93,25 +100,56 @@ def on_starting(server: Any) -> None:
 
 
 def prepare_script_log(cfg: Any) -> None:
-    """Make sure the workers can create the ScriptLog once they run as ``user``.
+    """Create the ScriptLog file for the workers, who write it once they run as ``user``.
 
-    Workers write it after dropping privileges, as Apache's children do, and
-    create it with the first record (a good request leaves no file). A
-    missing directory is created here, owned by the workers' user, so that a
-    root master does not leave them one they cannot write to.
+    The file, not its directory, is handed to the workers' user (mode 0640):
+    a directory they could write to is one where they could also replace
+    whatever else lives there, the ScriptSock above all, so the two may not
+    share one. A missing directory is created with the master's ownership.
     """
     path = settings.cgi_setting(cfg, "script_log")
     if not path or path == "-":
         return
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(directory):
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    sock_dir = os.path.dirname(os.path.abspath(settings.cgi_setting(cfg, "script_sock")))
+    if os.path.realpath(directory) == os.path.realpath(sock_dir):
+        raise RuntimeError(
+            "script_log %r and script_sock %r are in the same directory %s: the workers write the"
+            " ScriptLog, and nobody but the master's user may write where the socket is; move one of them"
+            " (for example script_sock = \"run/cgisock\" and script_log = \"logs/cgi.log\")"
+            % (settings.cgi_setting(cfg, "script_log"), settings.cgi_setting(cfg, "script_sock"), directory))
+    try:
+        if not os.path.isdir(directory):
+            old_umask = os.umask(0o022)
+            try:
+                os.makedirs(directory, mode=0o755)
+            finally:
+                os.umask(old_umask)
+        create_script_log(path, cfg.uid, cfg.gid)
+    except OSError as exc:
+        raise RuntimeError("cannot create script_log %r: %s" % (path, exc)) from None
+
+
+def create_script_log(path: str, uid: int, gid: int) -> None:
+    """Create ``path`` for the workers (``uid``/``gid``, 0640) unless it exists; never follows a symlink.
+
+    An existing file keeps its owner: a root master never chowns a path a
+    worker could have put there (a symlink to /etc/shadow).
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, SCRIPT_LOG_MODE)
+    except FileExistsError:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "exists and is not a regular file") from None
         return
     try:
-        os.makedirs(directory, mode=0o755)
         if os.geteuid() == 0:
-            os.chown(directory, cfg.uid, cfg.gid)
-    except OSError as exc:
-        raise RuntimeError("cannot create the directory of script_log %r: %s" % (path, exc)) from None
+            os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
 
 
 def on_reload(server: Any) -> None:
@@ -125,6 +163,10 @@ def on_reload(server: Any) -> None:
         _inject(server)
     except Exception:
         pass  # logged by _inject; the workers fall back to the defaults of what is invalid
+    try:
+        prepare_script_log(server.cfg)
+    except Exception as exc:
+        server.log.error("%s", exc)
     try:
         with _lock:
             child = STATE.supervisor

@@ -171,8 +171,13 @@ class ScriptSock(CGISetting, Setting):
 
         Relative to gunicorn's ``chdir``. The master's pid is appended
         (``logs/cgisock.1234``) so that two masters during a ``USR2`` upgrade
-        never share a socket. The directory is created if missing and must not
-        be writable by other users.
+        never share a socket. The directory is created if missing; it must
+        belong to the user that starts gunicorn (root when started as root)
+        and be writable by no one else, else the start is refused: a script
+        that could write there could replace the socket and receive every
+        request. It may not be ``script_log``'s directory. Its parent may be
+        writable by all if it is sticky (``1777``, like ``/tmp`` or a
+        container's ``emptyDir``), as with ``run/cgid/cgisock``.
         """
 
 
@@ -187,6 +192,10 @@ class ScriptLog(CGISetting, Setting):
 
         Relative to gunicorn's ``chdir``; ``-`` writes the records to the
         master's stderr. Records are written only for failed CGI requests.
+        The master creates the file (mode 0640, owned by gunicorn's ``user``
+        and ``group``, which the workers write it as) and its directory if
+        missing; it never changes the owner of a directory. It may not be
+        in ``script_sock``'s directory.
         """
 
 

@@ -16,6 +16,10 @@ more restarts), STOPPING. While there is no daemon to wait for (FATAL, or a
 backoff of a second or more) the supervisor answers each connection itself
 with a FAILED frame, so workers answer 503 at once instead of waiting. SIGHUP
 (sent by the master's ``on_reload``) starts again from FATAL or BACKOFF.
+
+The socket's directory must belong to the user that starts gunicorn and be
+writable by no one else (``check_socket_directory``), so no script can
+replace the socket.
 """
 
 from __future__ import annotations
@@ -52,17 +56,77 @@ ORPHAN_TERM_DELAY_SECONDS = 0.1
 ORPHAN_KILL_GRACE_SECONDS = 3.0
 CGROUP_REMOVE_TRIES = 100      # every 50 ms: a dead daemon's cgroup is removed once empty
 SUN_PATH_MAX = 107
+_WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
 
 class SetupError(Exception):
     """The ScriptSock cannot be created; the message says how to fix it."""
 
 
+def _owner(uid: int) -> str:
+    try:
+        import pwd
+        return "%s (uid %d)" % (pwd.getpwuid(uid).pw_name, uid)
+    except (KeyError, ImportError):
+        return "uid %d" % uid
+
+
+def check_socket_directory(directory: str, workers_uid: int) -> None:
+    """Refuse a socket directory where anyone but the user starting gunicorn could replace the socket.
+
+    The directory itself must belong to that user (root, for a root master)
+    and be writable by no one else: whoever can write there can rename the
+    socket away and bind their own, and then receives every request,
+    ``Authorization`` headers and bodies included. For a root master, no
+    directory above it may belong to the workers' user (who could rename
+    the whole directory), nor be writable by group or others unless it is
+    sticky: in a sticky directory (``/tmp``, a ``1777`` emptyDir) nobody can
+    rename an entry they do not own, so ``run/cgid/cgisock`` under such a
+    ``run/`` is safe. A master that is not root runs its scripts as its own
+    user, which owns the directory anyway: there only the directory's own
+    mode is checked, against other users (the peer check keeps scripts out).
+    """
+    euid = os.geteuid()
+    st = os.stat(directory)
+    if st.st_uid != euid:
+        raise SetupError(
+            "the script_sock directory %s belongs to %s, not to %s, who starts gunicorn: its owner could"
+            " replace the socket; chown %d %s (and chmod 755 it), or set script_sock in a directory of"
+            " its own such as run/cgid/cgisock" % (directory, _owner(st.st_uid), _owner(euid), euid, directory))
+    if st.st_mode & _WRITABLE_BY_OTHERS:
+        raise SetupError(
+            "the script_sock directory %s is writable by other users (mode %o): another user could replace"
+            " the socket; chmod 755 %s, or set script_sock in a directory only its owner can write to"
+            " such as run/cgid/cgisock" % (directory, stat.S_IMODE(st.st_mode), directory))
+    if euid != 0:
+        return
+    seen = set()
+    for start in (os.path.abspath(directory), os.path.realpath(directory)):
+        path = start
+        while os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+            if path in seen:
+                continue
+            seen.add(path)
+            st = os.stat(path)
+            if workers_uid != 0 and st.st_uid == workers_uid:
+                raise SetupError(
+                    "%s, above the script_sock directory %s, belongs to the workers' user %s, whose"
+                    " scripts could move the socket's directory away; chown it to root, or set"
+                    " script_sock elsewhere" % (path, directory, _owner(workers_uid)))
+            if st.st_mode & _WRITABLE_BY_OTHERS and not st.st_mode & stat.S_ISVTX:
+                raise SetupError(
+                    "%s, above the script_sock directory %s, is writable by other users (mode %o) and not"
+                    " sticky: they could move the socket's directory away; chmod o-w,g-w %s (or +t), or"
+                    " set script_sock elsewhere" % (path, directory, stat.S_IMODE(st.st_mode), path))
+
+
 def prepare_socket(path: str, uid: int, gid: int, replace_live: bool = False) -> socket.socket:
     """Bind the ScriptSock so that only the workers' user can connect.
 
-    Refuses a directory that other users can write to (they could replace
-    the socket), replaces a stale socket file, refuses a live one unless
+    Creates a missing directory (mode 0755, the starting user's), refuses
+    one where others could replace the socket (``check_socket_directory``),
+    replaces a stale socket file, refuses a live one unless
     ``replace_live``: a supervisor started again by the same master takes
     over from the daemon of the one that died (it waits a moment for that
     orphaned daemon to remove its socket on the way out).
@@ -72,16 +136,14 @@ def prepare_socket(path: str, uid: int, gid: int, replace_live: bool = False) ->
                          " choose a shorter script_sock" % (path, len(os.fsencode(path)), SUN_PATH_MAX))
     directory = os.path.dirname(path) or "."
     if not os.path.isdir(directory):
+        old_umask = os.umask(0o022)  # parents created on the way get 0755 too
         try:
             os.makedirs(directory, mode=0o755)
         except OSError as exc:
             raise SetupError("cannot create the script_sock directory %r: %s" % (directory, exc)) from None
-    st = os.stat(directory)
-    if st.st_mode & stat.S_IWOTH:
-        raise SetupError("the script_sock directory %r is writable by other users (mode %o): another user"
-                         " could replace the socket; use a directory only its owner can write to"
-                         " (chmod o-w %s) or set script_sock elsewhere"
-                         % (directory, stat.S_IMODE(st.st_mode), directory))
+        finally:
+            os.umask(old_umask)
+    check_socket_directory(directory, uid)
     if replace_live:
         deadline = time.monotonic() + TAKEOVER_WAIT_SECONDS
         while os.path.lexists(path) and _probe(path) == "live" and time.monotonic() < deadline:

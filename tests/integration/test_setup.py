@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,51 @@ def test_unwritable_socket_directory_is_refused(tmp_path):
     assert result.returncode != 0
     assert "writable by other users" in result.stderr
     assert str(shared) in result.stderr
+
+
+def test_script_log_beside_the_socket_is_refused(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("from gunicorn_cgid.hooks import *\nbind = '127.0.0.1:%d'\ncontrol_socket_disable = True\n"
+                    "script_sock = 'logs/cgisock'\nscript_log = 'logs/cgi.log'\n"
+                    % free_port())
+    result = run_gunicorn([sys.executable, "-m", "gunicorn", "-c", str(conf), "gunicorn_cgid:app"], tmp_path)
+    assert result.returncode != 0
+    assert "are in the same directory %s" % (tmp_path / "logs") in result.stderr
+    assert "move one of them" in result.stderr
+    assert not (tmp_path / "logs" / "cgi.log").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the file to another user")
+def test_script_log_file_is_the_workers_and_its_directory_is_not():
+    root = Path(tempfile.mkdtemp(prefix="cgid-log-", dir="/tmp"))  # reachable by nobody
+    try:
+        os.chmod(root, 0o755)
+        srv = Server(root, "gthread", {"user": "nobody", "group": "nogroup", "script_log": "logs/cgi.log"})
+        srv.start()
+        try:
+            log_dir, log_file = root / "logs", root / "logs" / "cgi.log"
+            assert (log_dir.stat().st_uid, stat.S_IMODE(log_dir.stat().st_mode)) == (0, 0o755)
+            assert (log_file.stat().st_uid, log_file.stat().st_gid) == (65534, 65534)
+            assert stat.S_IMODE(log_file.stat().st_mode) == 0o640
+            assert srv.get("/cgi-bin/bogus.sh")[0] == 500  # a failed request: the workers write its record
+            wait_until(lambda: b"bogus.sh" in log_file.read_bytes(), 5, what="the ScriptLog record")
+        finally:
+            srv.stop()
+            srv.kill_everything()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make the symlink matter")
+def test_script_log_never_follows_a_symlink_to_hand_a_file_over(tmp_path):
+    from gunicorn_cgid.hooks import create_script_log
+    target = tmp_path / "precious"
+    target.write_text("root's\n")
+    os.chmod(target, 0o600)
+    (tmp_path / "cgi.log").symlink_to(target)
+    with pytest.raises(OSError):
+        create_script_log(str(tmp_path / "cgi.log"), 65534, 65534)
+    assert target.stat().st_uid == 0 and stat.S_IMODE(target.stat().st_mode) == 0o600
 
 
 def test_gunicorn_cgid_command_takes_flags_and_env(tmp_path):
