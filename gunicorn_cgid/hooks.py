@@ -13,6 +13,7 @@ A config file with hooks of its own calls ours from them
 from __future__ import annotations
 
 import errno
+import math
 import os
 import select
 import signal
@@ -24,13 +25,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from gunicorn_cgid import settings
+from gunicorn_cgid.daemon import policy
 from gunicorn_cgid.daemon.containment import ENV_MODE
+from gunicorn_cgid.mapping import make_aliases
 
 __all__ = ["on_starting", "on_reload", "post_fork", "pre_request", "on_exit", "pre_exec"]
 
 READY_TIMEOUT_SECONDS = 15.0
 RESTART_RETRY_SECONDS = (0.5, 30.0)  # a supervisor that cannot be started again: retried, doubling
 POLL_SECONDS = 0.1                   # without pidfd_open (Linux < 5.3): how often the watcher looks
+POLICY_WRITE_SECONDS = 5.0           # a supervisor that does not read its policy within this is stuck
+# cgi_allow_root from the master's environment, for images whose config is
+# not theirs to edit: whoever sets gunicorn's environment controls it anyway.
+ENV_ALLOW_ROOT = "GUNICORN_CGID_ALLOW_ROOT"
 SCRIPT_LOG_MODE = 0o640
 # Signals the supervisor must start with at their default action: Python
 # ignores SIGPIPE and SIGXFSZ, and an ignored signal survives exec.
@@ -152,8 +159,77 @@ def create_script_log(path: str, uid: int, gid: int) -> None:
         os.close(fd)
 
 
+def build_policy(cfg: Any) -> policy.Policy:
+    """The limits and run-as accounts the daemon enforces, from the settings (``daemon/policy.py``)."""
+    def get(name: str) -> Any:
+        return settings.cgi_setting(cfg, name)
+
+    def ms(seconds: float) -> int:
+        # Rounded up: a limit of 0.4 ms must not become 0, "no limit".
+        return int(math.ceil(float(seconds) * 1000))
+
+    def limit(value: int | None) -> int:
+        return -1 if value is None else int(value)
+
+    base = os.getcwd()  # gunicorn's chdir, as the workers resolve the same paths
+    global_env = set(get("cgi_env")) | set(get("cgi_pass_env"))
+    global_interpreters = set(get("cgi_interpreters").values())
+    default_path = settings.CGIPath.default
+    docroot = get("cgi_document_root")
+
+    def keep(names: set[str]) -> tuple[str, ...]:
+        # PATH is kept only when the configuration chose one (suEXEC sets a safe one otherwise).
+        if get("cgi_path") != default_path:
+            names = names | {"PATH"}
+        return tuple(sorted(names))
+
+    runtime = ms(get("cgi_max_runtime"))
+    locations = {"": policy.Location(root=os.path.abspath(docroot) if docroot else "", max_runtime_ms=runtime,
+                                      env_keep=keep(global_env), interpreters=tuple(sorted(global_interpreters)))}
+    script_alias = get("script_alias")
+    for alias in make_aliases(script_alias, base):
+        entry = script_alias[alias.prefix]
+        entry = entry if isinstance(entry, dict) else {}
+        names = global_env | set(entry.get("env", {})) | set(entry.get("pass_env", ()))
+        locations[alias.prefix] = policy.Location(
+            root=alias.target.rstrip("/") or "/",
+            max_runtime_ms=ms(entry["max_runtime"]) if "max_runtime" in entry else runtime,
+            user=entry.get("user"), group=entry.get("group"), env_keep=keep(names),
+            interpreters=tuple(sorted(global_interpreters | set(entry.get("interpreters", {}).values()))))
+    return policy.Policy(
+        kill_grace_ms=ms(get("cgi_kill_grace")), max_scripts=int(get("cgi_max_scripts")),
+        queue_timeout_ms=ms(get("cgi_queue_timeout")), rlimit_cpu=limit(get("cgi_rlimit_cpu")),
+        rlimit_mem=limit(get("cgi_rlimit_mem")), rlimit_nproc=limit(get("cgi_rlimit_nproc")),
+        allow_root=bool(get("cgi_allow_root")) or os.environ.get(ENV_ALLOW_ROOT, "") in ("1", "true", "yes"),
+        locations=locations)
+
+
+def send_policy(server: Any, life_w: int) -> bool:
+    """Write the current policy to the supervisor's life pipe; False (logged) if it cannot be."""
+    try:
+        data = policy.encode(build_policy(server.cfg))
+    except (ValueError, TypeError) as exc:
+        server.log.error("CGI daemon policy cannot be built: %s", exc)
+        return False
+    deadline = time.monotonic() + POLICY_WRITE_SECONDS
+    view = memoryview(data)
+    while view:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0 or not select.select([], [life_w], [], remaining)[1]:
+                server.log.error("CGI supervisor did not take its new policy within %.0f s", POLICY_WRITE_SECONDS)
+                return False
+            view = view[os.write(life_w, view):]
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            server.log.error("CGI supervisor: cannot hand over the policy: %s", exc)
+            return False
+    return True
+
+
 def on_reload(server: Any) -> None:
-    """After SIGHUP: take the new settings; retry a daemon that gave up; replace a dead supervisor.
+    """After SIGHUP: take the new settings, hand the daemon its new policy; retry it; replace a dead supervisor.
 
     Never raises: gunicorn ends its master, and with it every worker, on an
     exception from a hook during a reload. Whatever goes wrong is logged and
@@ -171,7 +247,9 @@ def on_reload(server: Any) -> None:
         with _lock:
             child = STATE.supervisor
             if child is not None and _alive(child):
-                # The supervisor starts its daemon again if it had given up (FATAL).
+                # The new limits and accounts first, then the supervisor
+                # starts its daemon again if it had given up (FATAL).
+                send_policy(server, STATE.life_w)
                 os.kill(child.pid, signal.SIGHUP)
             else:
                 server.log.error("CGI supervisor is gone; starting a new one")
@@ -308,6 +386,10 @@ def start_supervisor(server: Any, replace: bool = False) -> None:
             os.close(out_w)
         child = SupervisorProcess(pid, _pidfd(pid))
         STATE.life_w = life_w
+    # Written without blocking: a supervisor that never reads must not hang the master.
+    os.set_blocking(life_w, False)
+    if not send_policy(server, life_w):  # the supervisor reads it before anything else
+        _kill(child)  # logged why; its stdout closes, and the start fails below
     line = _read_line(out_r, READY_TIMEOUT_SECONDS)
     if not line.startswith("READY"):
         why = line[len("ERROR: "):] if line.startswith("ERROR: ") else (line or "the CGI supervisor exited")

@@ -526,6 +526,27 @@ class CGIPassAuth(CGISetting, Setting):
         """
 
 
+class CGIAllowRoot(CGISetting, Setting):
+    name = "cgi_allow_root"
+    cli = ["--cgi-allow-root"]
+    meta = "BOOL"
+    validator = _bool
+    default = False
+    desc = """\
+        Let CGI scripts run as root (uid 0 or gid 0); off by default.
+
+        Scripts run as gunicorn's ``user`` and ``group``. When gunicorn is
+        started as root and they are not set (or are root's), or when
+        gunicorn itself runs with group 0, the start is refused, as Apache
+        refuses ``User root``. Set this only where everything runs as root
+        anyway (some containers): a warning is then logged at every start.
+        ``GUNICORN_CGID_ALLOW_ROOT=1`` in gunicorn's environment does the
+        same, for an image whose configuration file is not yours to edit.
+        Per-location run-as users (``script_alias`` entries with ``user``)
+        are never root, whatever this says.
+        """
+
+
 class CGIRlimitCPU(CGISetting, Setting):
     name = "cgi_rlimit_cpu"
     cli = ["--cgi-rlimit-cpu"]

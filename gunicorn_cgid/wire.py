@@ -16,6 +16,10 @@ Every frame is a 5-byte header and a payload::
 
 Unlike mod_cgid's GETPID round trip, the pid comes back in-band on the same
 connection, so a pid can never be matched to the wrong request.
+
+A SPAWN names the script's location (its ``script_alias`` prefix) instead of
+carrying limits: the daemon holds the policy (``daemon/policy.py``), and a
+worker may only ask for a shorter ``max_runtime``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import struct
 from dataclasses import dataclass
 
 HEADER = struct.Struct(">IB")
-MAGIC = 0x43474931  # "CGI1": a stray client or an old daemon is refused at once
+MAGIC = 0x43474932  # "CGI2": a stray client, or a worker or daemon of another version, is refused at once
 
 SPAWN = ord("S")
 KILL = ord("K")
@@ -46,6 +50,7 @@ FAIL_EXEC = 1      # exec failed: errno says why (ENOENT interpreter, EACCES, EN
 FAIL_BUSY = 2      # cgi_max_scripts reached and the queue wait ran out
 FAIL_REQUEST = 3   # the daemon refused the request frame
 FAIL_SHUTDOWN = 4  # the daemon is stopping
+FAIL_REFUSED = 5   # a check before exec refused the script (suEXEC): errno carries the HTTP status
 
 # EXITED / KILL reasons
 REASON_NONE = 0         # the script exited by itself
@@ -54,7 +59,7 @@ REASON_MAX_RUNTIME = 2  # cgi_max_runtime passed
 REASON_SHUTDOWN = 3     # the daemon stopped while it ran
 REASON_DISCONNECT = 4   # the worker's connection closed while it ran
 
-_SPAWN_FIXED = struct.Struct(">IIIIqqqI")
+_SPAWN_FIXED = struct.Struct(">III")  # magic, max_runtime_ms, master_pid
 _U32 = struct.Struct(">I")
 _STARTED = struct.Struct(">I")
 _FAILED = struct.Struct(">Bi")
@@ -68,19 +73,24 @@ class WireError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SpawnRequest:
-    """Everything the daemon needs to exec one script; no policy is left to it."""
+    """One script to exec, and the location whose policy the daemon applies to it.
+
+    The limits are the daemon's: ``location`` (the ``script_alias`` prefix,
+    "" for the document root) selects them, and ``max_runtime_ms`` can only
+    shorten the location's ``max_runtime``. The ``rlimit_*`` fields are
+    never on the wire: the daemon fills them from its policy before the
+    spawn, so a peer cannot choose them.
+    """
     filename: bytes
     cwd: bytes
     argv: tuple[bytes, ...]
     env: tuple[bytes, ...]  # b"NAME=value"
-    max_runtime_ms: int = 0   # 0: no limit
-    kill_grace_ms: int = 3000
-    queue_timeout_ms: int = 10000
-    max_scripts: int = 0      # 0: no cap
-    rlimit_cpu: int = -1      # -1: unset
+    location: str = ""
+    max_runtime_ms: int = 0   # 0: the policy's; else at most the policy's
+    master_pid: int = 0
+    rlimit_cpu: int = -1      # daemon side only; -1: unset
     rlimit_mem: int = -1
     rlimit_nproc: int = -1
-    master_pid: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +130,6 @@ def _strings(items: tuple[bytes, ...] | list[bytes]) -> bytes:
 
 
 _U32_MAX = 0xFFFFFFFF
-_I64_MAX = 0x7FFFFFFFFFFFFFFF
 
 
 def _u32(value: int) -> int:
@@ -129,18 +138,12 @@ def _u32(value: int) -> int:
     return min(max(int(value), 0), _U32_MAX)
 
 
-def _limit(value: int) -> int:
-    return -1 if value < 0 else min(int(value), _I64_MAX)
-
-
 def encode_spawn(req: SpawnRequest) -> bytes:
     """The SPAWN frame; numbers past their field's range are clamped to it."""
-    fixed = _SPAWN_FIXED.pack(
-        MAGIC, _u32(req.max_runtime_ms), _u32(req.kill_grace_ms), _u32(req.queue_timeout_ms),
-        _limit(req.rlimit_cpu), _limit(req.rlimit_mem), _limit(req.rlimit_nproc), _u32(req.master_pid))
+    fixed = _SPAWN_FIXED.pack(MAGIC, _u32(req.max_runtime_ms), _u32(req.master_pid))
     body = b"".join((
-        fixed, _U32.pack(_u32(req.max_scripts)),
-        _strings([req.filename, req.cwd]), _strings(req.argv), _strings(req.env),
+        fixed, _strings([req.filename, req.cwd, req.location.encode("utf-8", "surrogateescape")]),
+        _strings(req.argv), _strings(req.env),
     ))
     return frame(SPAWN, body)
 
@@ -183,15 +186,13 @@ class _Reader:
 
 def decode_spawn(payload: bytes) -> SpawnRequest:
     r = _Reader(payload)
-    (magic, max_runtime_ms, kill_grace_ms, queue_timeout_ms,
-     cpu, mem, nproc, master_pid) = r.unpack(_SPAWN_FIXED)
+    magic, max_runtime_ms, master_pid = r.unpack(_SPAWN_FIXED)
     if magic != MAGIC:
         raise WireError("bad magic %#x" % magic)
-    (max_scripts,) = r.unpack(_U32)
-    paths = r.strings(2)
-    if len(paths) != 2:
-        raise WireError("expected filename and cwd")
-    filename, cwd = paths
+    paths = r.strings(3)
+    if len(paths) != 3:
+        raise WireError("expected filename, cwd and location")
+    filename, cwd, location = paths
     if not filename.startswith(b"/") or not cwd.startswith(b"/"):
         raise WireError("filename and cwd must be absolute")
     argv = r.strings(MAX_ARGS)
@@ -201,9 +202,8 @@ def decode_spawn(payload: bytes) -> SpawnRequest:
     if any(b"=" not in item for item in env):
         raise WireError("environment entry without '='")
     r.end()
-    return SpawnRequest(filename, cwd, tuple(argv), tuple(env), max_runtime_ms,
-                        kill_grace_ms, queue_timeout_ms, max_scripts, cpu, mem,
-                        nproc, master_pid)
+    return SpawnRequest(filename, cwd, tuple(argv), tuple(env),
+                        location.decode("utf-8", "surrogateescape"), max_runtime_ms, master_pid)
 
 
 def encode_started(pid: int) -> bytes:

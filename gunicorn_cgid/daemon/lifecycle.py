@@ -34,6 +34,7 @@ class DaemonEvent(enum.Enum):
     DIED = "died"          # it exited, was killed, or could not be forked
     UNUSABLE = "unusable"  # it exited saying that no restart can help (privileges...)
     RETRY = "retry"        # SIGHUP: forget past deaths, start again now
+    REPLACED = "replaced"  # it was stopped on purpose (a new policy): start the next one now, no death counted
     STOP = "stop"
 
 
@@ -73,6 +74,9 @@ class DaemonLifecycle:
             self._died(now)
         elif event is E.RETRY and state in (S.BACKOFF, S.FATAL):
             self.deaths = self.quick_deaths = 0
+            self.restart_at = now
+            self.state = S.BACKOFF
+        elif event is E.REPLACED and state in (S.STARTING, S.RUNNING):
             self.restart_at = now
             self.state = S.BACKOFF
         return self.state

@@ -11,11 +11,15 @@ connection closes, every process the script started is ended (see
 Each connection's lifecycle is ``lifecycle.ConnState`` with one transition
 function; every deadline (request read, queue wait, cgi_max_runtime, kill
 grace, the stop) is a timer in one heap.
+
+The limits are the daemon's own ``policy``, received from the supervisor,
+never the request's.
 """
 
 from __future__ import annotations
 
 import array
+import dataclasses
 import errno
 import os
 import selectors
@@ -25,20 +29,32 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from gunicorn_cgid import wire
-from gunicorn_cgid.daemon import containment, spawn
+from gunicorn_cgid.daemon import containment, policy, spawn
 from gunicorn_cgid.daemon.lifecycle import ConnEvent, ConnState, conn_next
 from gunicorn_cgid.daemon.log import log
 from gunicorn_cgid.daemon.signals import SignalWakeup
 from gunicorn_cgid.daemon.timers import Timer, Timers
+
+try:
+    from gunicorn_cgid.daemon import suexec
+except ImportError:  # run-as (per-location users) is not available
+    suexec = None  # type: ignore[assignment]
+
+
+class _NeverRaised(Exception):
+    """Stands for ``suexec.Refusal`` where there is no suexec: no check can refuse."""
+
+
+Refusal: type[Exception] = suexec.Refusal if suexec is not None else _NeverRaised
 
 REQUEST_READ_SECONDS = 10.0  # a worker sends its whole request at once
 MAX_WAIT_SECONDS = 3600.0    # epoll takes an int of milliseconds: ~24.8 days at most
 SUPERVISOR_CHECK_SECONDS = 1.0  # the parent is checked at least this often (besides PDEATHSIG)
 RESWEEP_SECONDS = 0.05       # after killing leftovers: their own children come to us next
 RELEASE_RETRY_SECONDS = (0.01, 1.0)  # an emptied cgroup is removed when its last process is gone
-DEFAULT_GRACE_MS = 3000
 RECV_BYTES = 65536
 _FDS_SPACE = socket.CMSG_SPACE(wire.SPAWN_FDS * array.array("i").itemsize)
 _UCRED = struct.Struct("3i")
@@ -82,12 +98,27 @@ class Conn:
                 pass
         self.fds = []
 
-    def grace(self) -> float:
-        return (self.req.kill_grace_ms if self.req else DEFAULT_GRACE_MS) / 1000.0
-
     def describe(self) -> str:
         name = self.req.filename.decode("utf-8", "replace") if self.req else "?"
         return "%s (pid %d, peer pid %d)" % (name, self.pid, self.peer[0])
+
+
+def resolve_accounts(pol: policy.Policy) -> dict[str, Any]:
+    """Each run-as location's ``suexec.RunAs``; ValueError names the entry and what is wrong."""
+    wanted = {prefix: loc for prefix, loc in pol.locations.items() if loc.user is not None}
+    if not wanted:
+        return {}
+    if suexec is None:
+        raise ValueError("script_alias[%r] has a user: run-as needs gunicorn_cgid.daemon.suexec, which this"
+                         " installation lacks" % (next(iter(wanted)),))
+    accounts = {}
+    for prefix, loc in wanted.items():
+        assert loc.user is not None
+        try:
+            accounts[prefix] = suexec.resolve(loc.user, loc.group)
+        except ValueError as exc:
+            raise ValueError("script_alias[%r]: %s" % (prefix, exc)) from None
+    return accounts
 
 
 class Daemon:
@@ -95,18 +126,25 @@ class Daemon:
 
     ``supervisor_pid``: the parent recorded before the fork; when it changes
     the daemon calls ``on_orphaned`` (which removes the socket) and stops at
-    once, taking its scripts with it.
+    once, taking its scripts with it. ``rules``: the policy and its resolved
+    accounts; ``policy_fd``: the pipe on which the supervisor sends new ones.
     """
 
     def __init__(self, listener: socket.socket, master_pid: int, supervisor_pid: int = 0,
                  cage: containment.ProcessGroups | None = None,
-                 on_orphaned: Callable[[], None] | None = None) -> None:
+                 on_orphaned: Callable[[], None] | None = None,
+                 rules: tuple[policy.Policy, dict[str, Any]] | None = None,
+                 policy_fd: int = -1) -> None:
         self.listener = listener
         self.master_pid = master_pid
         self.supervisor_pid = supervisor_pid
         self.containment = cage or containment.ProcessGroups()
         self.on_orphaned = on_orphaned
-        self.uid = os.geteuid()
+        self.uid = os.geteuid()                     # the workers' (the daemon dropped to it)
+        self.policy, self.accounts = rules if rules is not None else (policy.Policy(), {})
+        self.setid = self.policy.needs_setid       # the privilege drop kept CAP_SETUID/SETGID/KILL
+        self.policy_fd = policy_fd
+        self.policy_reader = policy.PolicyReader()
         self.sel = selectors.DefaultSelector()
         self.timers = Timers()
         self.conns: dict[int, Conn] = {}       # fileno -> conn whose worker is connected
@@ -133,6 +171,8 @@ class Daemon:
         self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
         self.listening = True
         self.sel.register(self.wakeup.reader, selectors.EVENT_READ, self._wake)
+        if self.policy_fd >= 0:
+            self.sel.register(self.policy_fd, selectors.EVENT_READ, self._policy_readable)
         self._check_supervisor()
         while not (self.stopping is not None and (self.stop_now or not self.running)):
             for key, _ in self.sel.select(self._timeout()):
@@ -194,9 +234,8 @@ class Daemon:
         self._reap()
 
     def _begin_stop(self) -> None:
-        grace = max((c.grace() for c in self.running.values()), default=DEFAULT_GRACE_MS / 1000.0)
         self.stopping = time.monotonic()
-        self.timers.call_at(self.stopping + grace, self._stop_deadline)
+        self.timers.call_at(self.stopping + self._grace(), self._stop_deadline)
         self._unlisten()
         for conn in list(self.queue):
             self._fail(conn, wire.FAIL_SHUTDOWN, 0, "the CGI daemon is stopping")
@@ -212,6 +251,57 @@ class Daemon:
         for conn in self._scripts():
             self.containment.kill(self._group_of(conn), conn.cage)
         self.stop_now = True
+
+    def _grace(self) -> float:
+        return self.policy.kill_grace_ms / 1000.0
+
+    # -- the policy ----------------------------------------------------------
+
+    def _policy_readable(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the supervisor is gone: its death is seen by _check_supervisor
+            self.sel.unregister(fd)
+            os.close(fd)
+            self.policy_fd = -1
+            return
+        try:
+            received = self.policy_reader.feed(data)
+        except policy.PolicyError as exc:
+            log("error", "bad policy frame from the supervisor, ignoring the rest: %s", exc)
+            self.sel.unregister(fd)
+            os.close(fd)
+            self.policy_fd = -1
+            return
+        for pol in received:
+            self.apply_policy(pol)
+
+    def apply_policy(self, pol: policy.Policy) -> None:
+        """A new policy from SIGHUP: it holds for every script started from now on."""
+        try:
+            accounts = resolve_accounts(pol)
+        except ValueError as exc:
+            log("error", "new CGI policy refused, the previous one holds: %s", exc)
+            return
+        if pol.needs_setid and not self.setid:
+            log("error", "new CGI policy needs run-as users but this daemon has given up the means;"
+                " the previous policy holds")
+            return
+        self.policy, self.accounts = pol, accounts
+        if self.setid and not pol.needs_setid and suexec is not None:
+            try:
+                suexec.drop_setid_capabilities()
+                self.setid = False
+            except OSError as exc:
+                log("error", "cannot give up the run-as capabilities: %s", exc)
+        log("info", "cgid daemon: new policy for %d location(s)", len(pol.locations))
+        self._start_queued()
+
+    # -- accepting -----------------------------------------------------------
 
     def _unlisten(self) -> None:
         if self.listening:
@@ -304,23 +394,61 @@ class Daemon:
             self._fail(conn, wire.FAIL_REQUEST, 0, "CGI request received from wrong server instance "
                        "(master %d, expected %d); see script_sock" % (req.master_pid, self.master_pid))
             return
+        if req.location not in self.policy.locations:
+            self._fail(conn, wire.FAIL_REQUEST, 0, "CGI request for location %r, which the daemon's policy"
+                       " does not have (a worker of an older configuration?)" % req.location)
+            return
         conn.req = req
+        max_scripts = self.policy.max_scripts
         if self.stopping is not None:
             self._fail(conn, wire.FAIL_SHUTDOWN, 0, "the CGI daemon is stopping")
-        elif req.max_scripts and len(self.running) >= req.max_scripts:
+        elif max_scripts and len(self.running) >= max_scripts:
             conn.advance(ConnEvent.QUEUE)
-            self._set_deadline(conn, time.monotonic() + req.queue_timeout_ms / 1000.0, self._queue_timeout)
+            self._set_deadline(conn, time.monotonic() + self.policy.queue_timeout_ms / 1000.0, self._queue_timeout)
             self.queue.append(conn)
         else:
             self._spawn(conn)
 
-    def _spawn(self, conn: Conn) -> None:
-        req = conn.req
-        assert req is not None
+    def _launch(self, conn: Conn) -> tuple[wire.SpawnRequest, Callable[[], int]]:
+        """The request with the policy's limits in it, and how to start it; raises suexec.Refusal."""
+        asked = conn.req
+        assert asked is not None
+        pol = self.policy
+        loc = pol.locations.get(asked.location)
+        if loc is None:  # a reload removed it while the request queued
+            raise ValueError("its location %r is no longer configured" % asked.location)
+        req = dataclasses.replace(asked, max_runtime_ms=policy.max_runtime_ms(loc, asked.max_runtime_ms),
+                                  rlimit_cpu=pol.rlimit_cpu, rlimit_mem=pol.rlimit_mem,
+                                  rlimit_nproc=pol.rlimit_nproc)
         fds = conn.fds
+        run_as = self.accounts.get(asked.location)
+        if run_as is None:
+            return req, lambda: spawn.spawn_script(req, fds)
+        # suEXEC checks the script: for a configured interpreter, the file it is given.
+        script = req.argv[1] if os.fsdecode(req.filename) in loc.interpreters and len(req.argv) > 1 \
+            else req.filename
+        suexec.check(run_as, script, os.fsencode(loc.root))
+        keep = tuple(os.fsencode(name) for name in loc.env_keep)
+        return req, lambda: spawn.spawn_script(req, fds, run_as=run_as, env_keep=keep)
+
+    def _spawn(self, conn: Conn) -> None:
+        asked = conn.req
+        assert asked is not None
+        try:
+            req, start = self._launch(conn)
+        except ValueError as exc:
+            self._fail(conn, wire.FAIL_REQUEST, 0, "error spawning CGI child %r: %s"
+                       % (asked.filename.decode("utf-8", "replace"), exc))
+            return
+        except Refusal as exc:
+            # The worker logs it at error level, with its client: here only at info.
+            status, message = getattr(exc, "status", 500), getattr(exc, "message", str(exc))
+            self._fail(conn, wire.FAIL_REFUSED, status, "suexec policy violation: %s" % message, level="info")
+            return
+        conn.req = req
         conn.born = containment.boottime()
         try:
-            pid, cage = self.containment.spawn(lambda: spawn.spawn_script(req, fds))
+            pid, cage = self.containment.spawn(start)
         except OSError as exc:
             code = exc.errno or 0
             self._fail(conn, wire.FAIL_EXEC, code, "error spawning CGI child: exec of %r failed: %s"
@@ -404,7 +532,7 @@ class Daemon:
             return True  # already on its way
         if not self.containment.term(self._group_of(conn), conn.cage):
             return False
-        conn.kill_timer = self.timers.call_at(time.monotonic() + conn.grace(), self._kill_now, conn)
+        conn.kill_timer = self.timers.call_at(time.monotonic() + self._grace(), self._kill_now, conn)
         return True
 
     def _kill_now(self, conn: Conn) -> None:
@@ -485,12 +613,10 @@ class Daemon:
 
     def _start_queued(self) -> None:
         while self.queue and self.stopping is None:
-            head = self.queue[0]
-            assert head.req is not None
-            if head.req.max_scripts and len(self.running) >= head.req.max_scripts:
+            max_scripts = self.policy.max_scripts
+            if max_scripts and len(self.running) >= max_scripts:
                 return
-            self.queue.popleft()
-            self._spawn(head)
+            self._spawn(self.queue.popleft())
 
     def _sweep(self) -> None:
         """Kill the children of ours that are no script's and that no request in progress may own.
@@ -579,8 +705,8 @@ class Daemon:
             log("debug", "could not send reply to worker for %s", conn.describe())
             self._closed_by_peer(conn)
 
-    def _fail(self, conn: Conn, code: int, err: int, message: str) -> None:
-        log("error" if code != wire.FAIL_BUSY else "warning", "%s", message)
+    def _fail(self, conn: Conn, code: int, err: int, message: str, level: str = "") -> None:
+        log(level or ("error" if code != wire.FAIL_BUSY else "warning"), "%s", message)
         try:
             conn.sock.send(wire.encode_failed(code, err, message))
         except OSError:

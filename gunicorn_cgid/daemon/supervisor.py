@@ -17,26 +17,31 @@ backoff of a second or more) the supervisor answers each connection itself
 with a FAILED frame, so workers answer 503 at once instead of waiting. SIGHUP
 (sent by the master's ``on_reload``) starts again from FATAL or BACKOFF.
 
-The socket's directory must belong to the user that starts gunicorn and be
-writable by no one else (``check_socket_directory``), so no script can
-replace the socket.
+The policy (``policy.py``: limits and run-as accounts) comes from the master
+on the life pipe, first thing at start and again before each SIGHUP; the
+supervisor checks it (never root, accounts that exist) and passes it on to
+its daemon through a pipe of their own. The socket's directory must belong
+to the user that starts gunicorn and be writable by no one else
+(``check_socket_directory``), so no script can replace the socket.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import selectors
 import signal
 import socket
 import stat
 import sys
 import time
+from typing import Any
 
 from gunicorn_cgid import wire
-from gunicorn_cgid.daemon import containment, spawn
+from gunicorn_cgid.daemon import containment, policy, spawn
 from gunicorn_cgid.daemon.lifecycle import DaemonEvent, DaemonLifecycle, DaemonState
 from gunicorn_cgid.daemon.log import log
-from gunicorn_cgid.daemon.server import Daemon  # imported once here, not in every restarted daemon
+from gunicorn_cgid.daemon.server import Daemon, resolve_accounts  # imported once here, not in every daemon
 from gunicorn_cgid.daemon.signals import SignalWakeup
 from gunicorn_cgid.daemon.timers import Timer, Timers
 
@@ -57,7 +62,6 @@ ORPHAN_KILL_GRACE_SECONDS = 3.0
 CGROUP_REMOVE_TRIES = 100      # every 50 ms: a dead daemon's cgroup is removed once empty
 SUN_PATH_MAX = 107
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
-
 
 class SetupError(Exception):
     """The ScriptSock cannot be created; the message says how to fix it."""
@@ -191,7 +195,9 @@ def _probe(path: str) -> str:
 class Supervisor:
     def __init__(self, listener: socket.socket, path: str, uid: int, gid: int,
                  master_pid: int, life_fd: int, cgroup_root: str | None = None,
-                 cgroup_why: str = "", cgroup_required: bool = False) -> None:
+                 cgroup_why: str = "", cgroup_required: bool = False,
+                 rules: tuple[policy.Policy, dict[str, Any]] | None = None,
+                 policy_reader: policy.PolicyReader | None = None) -> None:
         self.listener = listener
         self.path = path
         self.uid = uid
@@ -212,6 +218,11 @@ class Supervisor:
         self.wakeup = SignalWakeup()
         self.sel: selectors.BaseSelector | None = None
         self.sock_ino = _inode(path)           # to remove only the socket we bound
+        self.rules = rules if rules is not None else (policy.Policy(), {})
+        self.policy_reader = policy_reader or policy.PolicyReader()  # frames on the life pipe
+        self.policy_w = -1                     # the current daemon's policy pipe
+        self.daemon_setid = False              # the current daemon kept the means to run scripts as others
+        self.planned_restart = False           # the current daemon was stopped for a new policy
 
     # -- starting a daemon --------------------------------------------------------
 
@@ -219,24 +230,85 @@ class Supervisor:
         """Fork the daemon; returns the read end of its readiness pipe. Raises OSError."""
         ready_r, ready_w = os.pipe()
         try:
-            pid = os.fork()
+            policy_r, policy_w = os.pipe()
         except OSError:
             os.close(ready_r)
             os.close(ready_w)
+            raise
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (ready_r, ready_w, policy_r, policy_w):
+                os.close(fd)
             raise
         if pid == 0:  # the daemon
             code = 0
             try:
                 os.close(ready_r)
-                code = run_daemon(self, ready_w)
+                os.close(policy_w)
+                code = run_daemon(self, ready_w, policy_r)
             except BaseException as exc:  # the child must never return into the supervisor
                 log("critical", "cgid daemon crashed: %r", exc)
                 code = 1
             finally:
                 os._exit(code)
         os.close(ready_w)
+        os.close(policy_r)
+        os.set_blocking(policy_w, False)
+        self._close_policy_pipe()
+        self.policy_w = policy_w
+        self.daemon_setid = self.rules[0].needs_setid
         self.daemon_pid = pid
         return ready_r
+
+    def _close_policy_pipe(self) -> None:
+        if self.policy_w >= 0:
+            os.close(self.policy_w)
+            self.policy_w = -1
+
+    # -- the policy ---------------------------------------------------------------
+
+    def _from_master(self) -> bool:
+        """The life pipe is readable: new policies, or EOF (False) when the master is gone."""
+        try:
+            data = os.read(self.life_fd, 65536)
+        except OSError:
+            data = b""
+        if not data:
+            return False
+        try:
+            received = self.policy_reader.feed(data)
+        except policy.PolicyError as exc:
+            log("error", "unreadable policy from gunicorn's master (%s); keeping the current one", exc)
+            self.policy_reader = policy.PolicyReader()
+            return True
+        for pol in received:
+            self.new_policy(pol)
+        return True
+
+    def new_policy(self, pol: policy.Policy) -> None:
+        """After SIGHUP: check the master's new policy and hand it to the daemon, or keep the old one."""
+        try:
+            rules = load_rules(pol, self.uid, self.gid)
+        except ValueError as exc:
+            log("error", "SIGHUP: the new CGI settings are refused, the previous ones hold: %s", exc)
+            return
+        self.rules = rules
+        if pol.needs_setid and not self.daemon_setid and self.daemon_pid:
+            # The daemon gave up the capabilities run-as needs when it
+            # dropped privileges: a new one keeps them.
+            log("info", "SIGHUP: a location now runs scripts as its own user; restarting the cgid daemon")
+            self.planned_restart = True
+            self._close_policy_pipe()
+            os.kill(self.daemon_pid, signal.SIGTERM)
+            return
+        if not pol.needs_setid:
+            self.daemon_setid = False  # the daemon gives them up for good on this policy
+        if self.policy_w >= 0:
+            try:
+                os.write(self.policy_w, policy.encode(pol))
+            except OSError as exc:
+                log("error", "cannot hand the new policy to the cgid daemon: %s", exc)
 
     def wait_ready(self, ready_r: int) -> str | None:
         """The first daemon: None when it is up, else why it is not."""
@@ -311,7 +383,7 @@ class Supervisor:
                 elif key.data == "listen":
                     self._answer()
                 elif key.data == "life":
-                    if not os.read(self.life_fd, 64):
+                    if not self._from_master():
                         log("info", "gunicorn master %d is gone: stopping the CGI daemon and its scripts",
                             self.master_pid)
                         return self.stop(fast=True)
@@ -398,10 +470,17 @@ class Supervisor:
                 continue  # a script orphaned by a dead daemon (we are its subreaper)
             self.daemon_pid = 0
             self._close_ready()
+            self._close_policy_pipe()
             # Its scripts are ours now (we are the subreaper) and nobody will
             # ever report their exit: their workers have lost the connection.
             self.timers.call_at(time.monotonic() + ORPHAN_TERM_DELAY_SECONDS, self._orphans_term, pid)
             unusable = os.WIFEXITED(status) and os.WEXITSTATUS(status) == DAEMON_STARTUP_ERROR
+            if self.planned_restart and not unusable:
+                self.planned_restart = False
+                if self.lifecycle.on(DaemonEvent.REPLACED, time.monotonic()) is DaemonState.BACKOFF:
+                    assert self.lifecycle.restart_at is not None
+                    self._schedule_restart(self.lifecycle.restart_at)
+                continue
             self._after_death(_describe_status(status), unusable)
 
     def _after_death(self, how: str, unusable: bool) -> None:
@@ -505,12 +584,43 @@ def remove_socket(path: str) -> None:
         log("error", "cannot remove script_sock %r: %s", path, exc)
 
 
-def run_daemon(sup: Supervisor, ready_w: int) -> int:
+def load_rules(pol: policy.Policy, uid: int, gid: int) -> tuple[policy.Policy, dict[str, Any]]:
+    """The policy checked: scripts never root unless allowed, run-as accounts that exist.
+
+    ``uid``/``gid``: gunicorn's user and group, which a root master's daemon
+    drops to; any other master runs scripts as itself. Raises ValueError.
+    """
+    euid = os.geteuid()
+    ids = (uid, gid) if euid == 0 else (euid, os.getegid())
+    why = policy.root_refusal(euid, ids[0], ids[1], pol.allow_root)
+    if why:
+        raise ValueError(why)
+    return pol, resolve_accounts(pol)
+
+
+def _first_policy(fd: int, reader: policy.PolicyReader, timeout: float) -> policy.Policy:
+    """Read the policy the master writes on the life pipe right after starting us; PolicyError if none."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            raise policy.PolicyError("no policy from gunicorn's master within %.0f s" % timeout)
+        data = os.read(fd, 65536)
+        if not data:
+            raise policy.PolicyError("gunicorn's master closed the life pipe before sending the policy")
+        received = reader.feed(data)
+        if received:
+            return received[-1]
+
+
+def run_daemon(sup: Supervisor, ready_w: int, policy_r: int = -1) -> int:
     """In the forked daemon: set up containment, drop privileges, then serve until told to stop.
 
     The death signal is set after the privilege drop (changing credentials
     clears it), and the parent is then checked against the supervisor's pid
     recorded before the fork, so a supervisor that died meanwhile is seen.
+    A policy with run-as locations keeps the capabilities to start scripts
+    as their users (``spawn.drop_privileges``, ``suexec``).
     """
     sup.wakeup.close()
     os.close(sup.life_fd)
@@ -527,7 +637,10 @@ def run_daemon(sup: Supervisor, ready_w: int) -> int:
         _report(ready_w, msg.encode())
         return DAEMON_STARTUP_ERROR
     try:
-        spawn.drop_privileges(sup.uid, sup.gid)
+        if sup.rules[0].needs_setid:
+            spawn.drop_privileges(sup.uid, sup.gid, keep_setid=True)  # type: ignore[call-arg]
+        else:
+            spawn.drop_privileges(sup.uid, sup.gid)
     except OSError as exc:
         msg = "cgid daemon cannot drop privileges to %s: %s" % (spawn.describe_ids(sup.uid, sup.gid), exc)
         log("critical", "%s", msg)
@@ -539,7 +652,7 @@ def run_daemon(sup: Supervisor, ready_w: int) -> int:
     spawn.become_subreaper()
     _report(ready_w, b"ok")
     daemon = Daemon(sup.listener, sup.master_pid, supervisor_pid=sup.pid, cage=cage,
-                    on_orphaned=lambda: _remove_own_socket(sup))
+                    on_orphaned=lambda: _remove_own_socket(sup), rules=sup.rules, policy_fd=policy_r)
     log("info", "containment: %s", cage.name)
     log("info", "cgid daemon %d serving %s as %s", os.getpid(), sup.path,
         spawn.describe_ids(os.geteuid(), os.getegid()))
@@ -620,6 +733,16 @@ def main(argv: list[str]) -> int:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
+    reader = policy.PolicyReader()
+    try:
+        rules = load_rules(_first_policy(life_fd, reader, READY_TIMEOUT_SECONDS), uid, gid)
+    except ValueError as exc:  # PolicyError included
+        out.write("ERROR: %s\n" % exc)
+        out.close()
+        return 1
+    if rules[0].allow_root and 0 in ((uid, gid) if os.geteuid() == 0 else (os.geteuid(), os.getegid())):
+        log("warning", "cgi_allow_root is set: CGI scripts run as %s, with root's power over this system",
+            spawn.describe_ids(*((uid, gid) if os.geteuid() == 0 else (os.geteuid(), os.getegid()))))
     # No death signal here: the master may start us from a thread, and the
     # signal would come when that thread ends. EOF on the life pipe (and
     # the getppid check) tell us the master is gone.
@@ -638,7 +761,7 @@ def main(argv: list[str]) -> int:
         out.close()
         return 1
     sup = Supervisor(listener, path, uid, gid, master_pid, life_fd, cgroup_root, cgroup_why,
-                     cgroup_required=mode == "cgroup")
+                     cgroup_required=mode == "cgroup", rules=rules, policy_reader=reader)
     try:
         error = sup.wait_ready(sup.start_daemon())
     except OSError as exc:

@@ -197,8 +197,12 @@ def build_env(req: Request, target: ScriptTarget) -> dict[str, str]:
 
 
 def spawn_request(req: Request, run: ScriptRun) -> wire.SpawnRequest:
-    """What the daemon needs to start the script: the program, its arguments, environment and limits."""
-    opts = req.opts
+    """What the daemon needs to start the script: the program, its arguments, environment and location.
+
+    The limits are the daemon's, looked up by the location (the alias
+    prefix); the location's ``max_runtime`` is sent only as the most the
+    script may get, which the daemon never lets exceed its own.
+    """
     filename = run.filename
     interpreter = _interpreter(req, run.target)
     argv = [interpreter, filename] if interpreter is not None else build_argv(filename, req.query)
@@ -207,12 +211,9 @@ def spawn_request(req: Request, run: ScriptRun) -> wire.SpawnRequest:
         cwd=os.fsencode(os.path.dirname(filename)),
         argv=tuple(a.encode("utf-8", "surrogateescape") for a in argv),
         env=to_wire(run.env),
+        location=run.target.context_prefix,
         max_runtime_ms=int(run.loc.max_runtime * 1000),
-        kill_grace_ms=int(opts.kill_grace * 1000),
-        queue_timeout_ms=int(opts.queue_timeout * 1000),
-        max_scripts=opts.max_scripts,
-        rlimit_cpu=opts.rlimit_cpu, rlimit_mem=opts.rlimit_mem, rlimit_nproc=opts.rlimit_nproc,
-        master_pid=opts.master_pid,
+        master_pid=req.opts.master_pid,
     )
 
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from gunicorn_cgid import wire
-from gunicorn_cgid.errors import Busy, DaemonUnavailable, SpawnError
+from gunicorn_cgid.errors import Busy, CGIError, DaemonUnavailable, SpawnError
 
 CONNECT_RETRY_SECONDS = 5.0   # covers a daemon restart; the supervisor keeps the backlog
 REPLY_TIMEOUT_SECONDS = 30.0  # STARTED or FAILED, after any cgi_max_scripts queueing
@@ -109,6 +109,9 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
         if failure.code == wire.FAIL_EXEC:
             raise SpawnError("%s (errno %d: %s)" % (failure.message, failure.errno,
                                                    errno.errorcode.get(failure.errno, "?")), code="AH01241")
+        if failure.code == wire.FAIL_REFUSED:
+            # A check before exec (suEXEC's): the errno field carries the HTTP status.
+            raise CGIError(failure.message, status=failure.errno if failure.errno in (403, 500) else 500)
         raise DaemonUnavailable("cgi daemon refused the request: %s" % failure.message)
     raise DaemonUnavailable("cgi daemon sent an unexpected frame %#x" % fr.kind)
 

@@ -45,13 +45,14 @@ def fd_count(pid: int) -> int:
 
 
 def request(srv: Server, script: str, query: str = "", master_pid: int | None = None, magic_ok: bool = True,
-            ) -> bytes:
+            location: str = "/cgi-bin/", max_runtime_ms: int = 0) -> bytes:
     filename = str(CGI_BIN / script).encode()
     req = wire.SpawnRequest(
         filename=filename, cwd=str(CGI_BIN).encode(), argv=(filename,),
         env=(b"CGID_TEST_MARKER=" + str(srv.root).encode(), b"QUERY_STRING=" + query.encode(),
              b"PATH=/usr/bin:/bin"),
-        kill_grace_ms=500, master_pid=srv.pid if master_pid is None else master_pid)
+        location=location, max_runtime_ms=max_runtime_ms,
+        master_pid=srv.pid if master_pid is None else master_pid)
     data = wire.encode_spawn(req)
     if not magic_ok:
         data = data[:wire.HEADER.size] + b"XXXX" + data[wire.HEADER.size + 4:]
@@ -318,6 +319,17 @@ def _bad_kill(srv: Server) -> str:
     return "dropped ScriptSock connection from pid %d: bad KILL frame: truncated payload" % ME
 
 
+def _unknown_location(srv: Server) -> str:
+    s, io = hand_over(srv, request(srv, "life-ok.sh", location="/nowhere/"))
+    (fr,) = read_frames(s)
+    failed = wire.decode_failed(fr.payload)
+    assert failed.code == wire.FAIL_REQUEST and "'/nowhere/'" in failed.message
+    assert dropped(s)
+    s.close()
+    io.close()
+    return "CGI request for location '/nowhere/', which the daemon's policy does not have"
+
+
 def _max_size_garbage(srv: Server) -> str:
     s = connect(srv)
     s.sendall(wire.HEADER.pack(wire.MAX_REQUEST_FRAME_BYTES, wire.SPAWN) + b"\xff" * wire.MAX_REQUEST_FRAME_BYTES)
@@ -329,7 +341,8 @@ def _max_size_garbage(srv: Server) -> str:
 
 
 CASES = [_garbage, _reply_kind, _oversize, _truncated_then_close, _truncated_with_fds_then_half_close,
-         _spawn_without_fds, _too_many_fds, _fds_twice, _bad_magic, _wrong_master, _bad_kill, _max_size_garbage]
+         _spawn_without_fds, _too_many_fds, _fds_twice, _bad_magic, _wrong_master, _unknown_location, _bad_kill,
+         _max_size_garbage]
 
 
 def test_bad_peers_are_dropped_and_nobody_notices(serve):

@@ -40,7 +40,7 @@ def test_unwritable_socket_directory_is_refused(tmp_path):
     os.chmod(shared, 0o777)
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text("from gunicorn_cgid.hooks import *\nbind = '127.0.0.1:%d'\ncontrol_socket_disable = True\n"
-                    "script_sock = %r\n" % (free_port(), str(shared / "cgisock")))
+                    "cgi_allow_root = True\nscript_sock = %r\n" % (free_port(), str(shared / "cgisock")))
     result = run_gunicorn([sys.executable, "-m", "gunicorn", "-c", str(conf), "gunicorn_cgid:app"], tmp_path)
     assert result.returncode != 0
     assert "writable by other users" in result.stderr
@@ -50,7 +50,7 @@ def test_unwritable_socket_directory_is_refused(tmp_path):
 def test_script_log_beside_the_socket_is_refused(tmp_path):
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text("from gunicorn_cgid.hooks import *\nbind = '127.0.0.1:%d'\ncontrol_socket_disable = True\n"
-                    "script_sock = 'logs/cgisock'\nscript_log = 'logs/cgi.log'\n"
+                    "cgi_allow_root = True\nscript_sock = 'logs/cgisock'\nscript_log = 'logs/cgi.log'\n"
                     % free_port())
     result = run_gunicorn([sys.executable, "-m", "gunicorn", "-c", str(conf), "gunicorn_cgid:app"], tmp_path)
     assert result.returncode != 0
@@ -98,10 +98,11 @@ def test_gunicorn_cgid_command_takes_flags_and_env(tmp_path):
     conf = tmp_path / "gunicorn.conf.py"
     conf.write_text("bind = '127.0.0.1:%d'\ncontrol_socket_disable = True\nworker_class = 'gthread'\n"
                     "script_alias = {'/cgi-bin/': %r}\n" % (port, str(CGI_BIN) + "/"))
+    # --cgi-allow-root as a flag: the command takes every CGI setting (the tests run as root).
     exe = shutil.which("gunicorn-cgid") or ""
     cmd = [exe] if exe else [sys.executable, "-m", "gunicorn_cgid.cli"]
     proc = subprocess.Popen(
-        cmd + ["-c", str(conf), "--script-sock", str(sock_dir / "s")],
+        cmd + ["-c", str(conf), "--script-sock", str(sock_dir / "s"), "--cgi-allow-root", "true"],
         cwd=str(tmp_path), env=dict(os.environ, GUNICORN_CMD_ARGS="--cgi-env FROM_ENV=yes"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     srv = Server(tmp_path, "gthread", {})

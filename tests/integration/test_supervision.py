@@ -242,6 +242,18 @@ def test_lifecycle_backs_off_then_gives_up_and_retries():
     assert lc.on(E.RETRY, now + 3) is S.STOPPING
 
 
+def test_a_daemon_replaced_for_a_new_policy_is_no_death():
+    lc = lifecycle.DaemonLifecycle(started_at=0.0)
+    S, E = lifecycle.DaemonState, lifecycle.DaemonEvent
+    lc.on(E.READY, 0.1)
+    for now in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7):  # more than MAX_QUICK_DEATHS, each at once
+        assert lc.on(E.REPLACED, now) is S.BACKOFF and lc.restart_at == now
+        assert lc.on(E.START, now) is S.STARTING
+    assert (lc.deaths, lc.quick_deaths) == (0, 0)
+    assert lc.on(E.REPLACED, 1.0) is S.BACKOFF  # from STARTING too
+    assert lc.on(E.REPLACED, 1.1) is S.BACKOFF and lc.restart_at == 1.0  # nothing to replace meanwhile
+
+
 def test_backoff_is_capped():
     assert lifecycle.backoff_delay(1) == 0.0
     assert lifecycle.backoff_delay(2) == lifecycle.FIRST_BACKOFF_SECONDS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,6 +11,7 @@ from gunicorn_cgid import wire
 
 _u32 = st.integers(0, 0xFFFFFFFF)
 _i64 = st.integers(-1, 2**63 - 1)
+_any_int = st.integers(-(2**70), 2**70)
 _text = st.binary(max_size=40).filter(lambda b: b"\0" not in b)
 _abs_path = _text.map(lambda b: b"/" + b)
 _env_item = st.tuples(_text.filter(lambda b: b"=" not in b), _text).map(lambda kv: kv[0] + b"=" + kv[1])
@@ -19,8 +22,8 @@ spawn_requests = st.builds(
     cwd=_abs_path,
     argv=st.lists(_text, min_size=1, max_size=8).map(tuple),
     env=st.lists(_env_item, max_size=12).map(tuple),
-    max_runtime_ms=_u32, kill_grace_ms=_u32, queue_timeout_ms=_u32, max_scripts=_u32,
-    rlimit_cpu=_i64, rlimit_mem=_i64, rlimit_nproc=_i64, master_pid=_u32,
+    location=st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=30),
+    max_runtime_ms=_u32, master_pid=_u32,
 )
 exits = st.builds(
     wire.Exited,
@@ -48,6 +51,26 @@ def test_spawn_round_trip(req):
     frames = wire.request_decoder().feed(wire.encode_spawn(req))
     assert len(frames) == 1 and frames[0].kind == wire.SPAWN
     assert wire.decode_spawn(frames[0].payload) == req
+
+
+@given(spawn_requests, _i64, _i64, _i64)
+def test_rlimits_asked_for_never_reach_the_daemon(req, cpu, mem, nproc):
+    # Whatever a peer puts in the daemon-side fields, the frame is the same
+    # and the daemon decodes them unset: only its policy sets them.
+    asked = dataclasses.replace(req, rlimit_cpu=cpu, rlimit_mem=mem, rlimit_nproc=nproc)
+    assert wire.encode_spawn(asked) == wire.encode_spawn(req)
+    (fr,) = wire.request_decoder().feed(wire.encode_spawn(asked))
+    got = wire.decode_spawn(fr.payload)
+    assert (got.rlimit_cpu, got.rlimit_mem, got.rlimit_nproc) == (-1, -1, -1)
+
+
+@given(spawn_requests, _any_int, _any_int)
+def test_numbers_out_of_range_are_clamped_to_their_field(req, runtime, master):
+    asked = dataclasses.replace(req, max_runtime_ms=runtime, master_pid=master)
+    (fr,) = wire.request_decoder().feed(wire.encode_spawn(asked))
+    got = wire.decode_spawn(fr.payload)
+    assert got.max_runtime_ms == min(max(runtime, 0), 0xFFFFFFFF)
+    assert got.master_pid == min(max(master, 0), 0xFFFFFFFF)
 
 
 @given(exits)

@@ -13,13 +13,8 @@ REQ = wire.SpawnRequest(
     cwd=b"/srv/cgi-bin",
     argv=(b"/srv/cgi-bin/env.sh", b"a b", b""),
     env=(b"PATH=/usr/bin:/bin", b"QUERY_STRING=", b"X==y", b"EMPTY="),
+    location="/cgi-bin/",
     max_runtime_ms=1500,
-    kill_grace_ms=250,
-    queue_timeout_ms=7000,
-    max_scripts=3,
-    rlimit_cpu=5,
-    rlimit_mem=1 << 40,
-    rlimit_nproc=-1,
     master_pid=4242,
 )
 
@@ -48,7 +43,32 @@ def test_spawn_round_trip():
 
 def test_spawn_payload_starts_with_magic():
     payload = wire.encode_spawn(REQ)[wire.HEADER.size:]
-    assert payload[:4] == b"CGI1"
+    assert payload[:4] == b"CGI2"
+
+
+def test_spawn_carries_the_location_and_no_limits():
+    # The daemon owns every limit: a SPAWN names its location, and only
+    # max_runtime (which the daemon never lets exceed its policy) travels.
+    payload = wire.encode_spawn(REQ)[wire.HEADER.size:]
+    assert payload[:12] == struct.pack(">III", wire.MAGIC, 1500, 4242)
+    assert b"/cgi-bin/" in payload
+    fields = {f.name for f in wire.SpawnRequest.__dataclass_fields__.values()}
+    assert not fields & {"kill_grace_ms", "queue_timeout_ms", "max_scripts"}
+
+
+def test_rlimits_never_travel():
+    # The rlimit fields are the daemon's, filled from its policy: whatever a
+    # peer puts in them is not encoded, so the daemon decodes them unset.
+    asked = wire.SpawnRequest(b"/x", b"/", (b"/x",), (), rlimit_cpu=10**6, rlimit_mem=2**60, rlimit_nproc=10**6)
+    got = wire.decode_spawn(split(wire.encode_spawn(asked)).payload)
+    assert (got.rlimit_cpu, got.rlimit_mem, got.rlimit_nproc) == (-1, -1, -1)
+    assert wire.encode_spawn(asked) == wire.encode_spawn(wire.SpawnRequest(b"/x", b"/", (b"/x",), ()))
+
+
+def test_location_round_trips_any_text():
+    for location in ("", "/", "/cgi-bin/", "/é/", "/\udcff/"):
+        req = wire.SpawnRequest(b"/x", b"/", (b"/x",), (), location=location)
+        assert wire.decode_spawn(split(wire.encode_spawn(req)).payload).location == location
 
 
 def test_spawn_defaults_round_trip():
@@ -60,6 +80,9 @@ def test_started_failed_exited_kill_round_trip():
     assert wire.decode_started(split(wire.encode_started(0xFFFFFFFF)).payload) == 0xFFFFFFFF
     failed = wire.decode_failed(split(wire.encode_failed(wire.FAIL_EXEC, 2, "exec of 'x' failed: ĉ")).payload)
     assert failed == wire.Failed(wire.FAIL_EXEC, 2, "exec of 'x' failed: ĉ")
+    refused = wire.encode_failed(wire.FAIL_REFUSED, 403, "file is writable by others: (/x)")
+    assert wire.decode_failed(split(refused).payload) == wire.Failed(wire.FAIL_REFUSED, 403,
+                                                                     "file is writable by others: (/x)")
     info = wire.Exited(wait_status=7 << 8, wall_us=123456, utime_us=1, stime_us=2, maxrss_kb=3000,
                        reason=wire.REASON_MAX_RUNTIME)
     assert wire.decode_exited(split(wire.encode_exited(info)).payload) == info
@@ -77,14 +100,11 @@ def test_failed_message_is_bounded():
 
 def test_out_of_range_numbers_are_clamped_not_crashing():
     # cgi_max_runtime has no upper bound: 58 days is 5e9 ms, past a u32.
-    req = wire.SpawnRequest(b"/x", b"/", (b"/x",), (), max_runtime_ms=5 * 10**9, kill_grace_ms=2**33,
-                            queue_timeout_ms=10**12, max_scripts=2**40, rlimit_cpu=2**64,
-                            rlimit_mem=-5, rlimit_nproc=2**63)
+    req = wire.SpawnRequest(b"/x", b"/", (b"/x",), (), max_runtime_ms=5 * 10**9, master_pid=2**40)
     got = wire.decode_spawn(split(wire.encode_spawn(req)).payload)
-    assert got.max_runtime_ms == got.kill_grace_ms == got.queue_timeout_ms == 0xFFFFFFFF
-    assert got.max_scripts == 0xFFFFFFFF
-    assert got.rlimit_cpu == got.rlimit_nproc == 2**63 - 1
-    assert got.rlimit_mem == -1
+    assert got.max_runtime_ms == got.master_pid == 0xFFFFFFFF
+    negative = wire.SpawnRequest(b"/x", b"/", (b"/x",), (), max_runtime_ms=-5)
+    assert wire.decode_spawn(split(wire.encode_spawn(negative)).payload).max_runtime_ms == 0
 
 
 def test_decoder_byte_by_byte_and_many_frames():
@@ -129,28 +149,30 @@ def test_decoder_refuses_oversize_length_before_the_payload():
 
 def _spawn_payload(**change: object) -> bytes:
     """A SPAWN payload built field by field, with some fields replaced."""
-    fields = dict(magic=wire.MAGIC, max_scripts=0, paths=[b"/x", b"/"], argv=[b"/x"], env=[b"A=1"])
+    fields = dict(magic=wire.MAGIC, paths=[b"/x", b"/", b"/loc/"], argv=[b"/x"], env=[b"A=1"])
     fields.update(change)
-    fixed = struct.pack(">IIIIqqqI", fields["magic"], 0, 0, 0, -1, -1, -1, 1)
+    fixed = struct.pack(">III", fields["magic"], 0, 1)
 
     def strings(items: list[bytes]) -> bytes:
         return struct.pack(">I", len(items)) + b"".join(struct.pack(">I", len(i)) + i for i in items)
 
-    return (fixed + struct.pack(">I", fields["max_scripts"]) + strings(fields["paths"])  # type: ignore[arg-type]
+    return (fixed + strings(fields["paths"])  # type: ignore[arg-type]
             + strings(fields["argv"]) + strings(fields["env"]))  # type: ignore[arg-type]
 
 
 def test_spawn_builder_matches_encoder():
-    assert wire.decode_spawn(_spawn_payload()) == wire.SpawnRequest(b"/x", b"/", (b"/x",), (b"A=1",), 0, 0, 0, 0,
-                                                                    -1, -1, -1, 1)
+    assert wire.decode_spawn(_spawn_payload()) == wire.SpawnRequest(b"/x", b"/", (b"/x",), (b"A=1",), "/loc/", 0, 1)
+    assert wire.encode_spawn(wire.decode_spawn(_spawn_payload()))[wire.HEADER.size:] == _spawn_payload()
 
 
 @pytest.mark.parametrize("change, message", [
     (dict(magic=0x47455420), "magic"),
-    (dict(paths=[b"/x"]), "filename and cwd"),
-    (dict(paths=[b"/x", b"/", b"/y"]), "too many"),
-    (dict(paths=[b"x", b"/"]), "absolute"),
-    (dict(paths=[b"/x", b"rel"]), "absolute"),
+    (dict(magic=0x43474931), "magic"),  # "CGI1": a worker that still sends its limits
+    (dict(paths=[b"/x", b"/"]), "filename, cwd and location"),
+    (dict(paths=[b"/x", b"/", b"", b"/y"]), "too many"),
+    (dict(paths=[b"x", b"/", b""]), "absolute"),
+    (dict(paths=[b"/x", b"rel", b""]), "absolute"),
+    (dict(paths=[b"/x", b"/", b"/a\0b/"]), "NUL"),
     (dict(argv=[]), "empty argv"),
     (dict(argv=[b"/x\0y"]), "NUL"),
     (dict(env=[b"NOEQUALS"]), "'='"),
@@ -165,14 +187,14 @@ def test_decode_spawn_refusals(change, message):
 def test_decode_spawn_string_count_is_checked_before_reading():
     # a count of 4 billion strings must be refused at once, not looped over
     payload = _spawn_payload()
-    fixed = struct.calcsize(">IIIIqqqI") + 4
+    fixed = struct.calcsize(">III")
     with pytest.raises(wire.WireError, match="too many"):
         wire.decode_spawn(payload[:fixed] + struct.pack(">I", 0xFFFFFFFF))
 
 
 def test_decode_spawn_string_length_past_end():
     payload = _spawn_payload()
-    fixed = struct.calcsize(">IIIIqqqI") + 4
+    fixed = struct.calcsize(">III")
     with pytest.raises(wire.WireError, match="truncated"):
         wire.decode_spawn(payload[:fixed] + struct.pack(">II", 2, 0xFFFFFFF0) + b"/x")
 
