@@ -32,3 +32,44 @@ def log(level: str, fmt: str, *args: object) -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
+
+
+class Throttle:
+    """Which of many similar log lines to write: once per key per ``period``, a few a second in all.
+
+    A flood (thousands of refused connections) must cost a few lines, each
+    saying how many were left out, not a line per connection: writing them
+    would be the daemon's busiest work, and fill the disk.
+    """
+
+    MAX_KEYS = 4096
+
+    def __init__(self, period: float = 60.0, per_second: float = 2.0, burst: int = 20) -> None:
+        self.period = period
+        self.rate = per_second
+        self.burst = burst
+        self.tokens = float(burst)
+        self.stamp: float | None = None
+        self.seen: dict[object, float] = {}
+        self.left_out = 0
+
+    def allow(self, key: object, now: float) -> tuple[bool, int]:
+        """(write this line?, how many were left out since the last one written)."""
+        last = self.seen.get(key)
+        if last is not None and now - last < self.period:
+            self.left_out += 1
+            return False, 0
+        if self.stamp is not None:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            self.left_out += 1
+            return False, 0
+        self.tokens -= 1
+        if len(self.seen) >= self.MAX_KEYS:
+            self.seen = {k: t for k, t in self.seen.items() if now - t < self.period}
+            if len(self.seen) >= self.MAX_KEYS:
+                self.seen.clear()
+        self.seen[key] = now
+        left_out, self.left_out = self.left_out, 0
+        return True, left_out

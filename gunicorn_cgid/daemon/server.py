@@ -12,8 +12,9 @@ Each connection's lifecycle is ``lifecycle.ConnState`` with one transition
 function; every deadline (request read, queue wait, cgi_max_runtime, kill
 grace, the stop) is a timer in one heap.
 
-The limits are the daemon's own ``policy``, received from the supervisor,
-never the request's.
+Trust: only gunicorn's workers may connect (``_not_a_worker``: the
+connecting process is a child of the master), and the limits are the
+daemon's own ``policy``, received from the supervisor, never the request's.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import array
 import dataclasses
 import errno
+import fcntl
 import os
 import selectors
 import signal
@@ -34,7 +36,7 @@ from typing import Any
 from gunicorn_cgid import wire
 from gunicorn_cgid.daemon import containment, policy, spawn
 from gunicorn_cgid.daemon.lifecycle import ConnEvent, ConnState, conn_next
-from gunicorn_cgid.daemon.log import log
+from gunicorn_cgid.daemon.log import Throttle, log
 from gunicorn_cgid.daemon.signals import SignalWakeup
 from gunicorn_cgid.daemon.timers import Timer, Timers
 
@@ -58,6 +60,15 @@ RELEASE_RETRY_SECONDS = (0.01, 1.0)  # an emptied cgroup is removed when its las
 RECV_BYTES = 65536
 _FDS_SPACE = socket.CMSG_SPACE(wire.SPAWN_FDS * array.array("i").itemsize)
 _UCRED = struct.Struct("3i")
+# Linux 6.5: a pidfd of the process that called connect(), taken by the
+# kernel at that moment (Python 3.11 has no name for it).
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
+# Linux 6.13: that process's pid, parent and ids through its pidfd in one
+# ioctl, _IOWR(PIDFS_IOCTL_MAGIC, 11, struct pidfd_info); ESRCH once it exited.
+_PIDFD_INFO = struct.Struct("=QQIII")   # mask, cgroupid, pid, tgid, ppid: the start of struct pidfd_info
+_PIDFD_INFO_SIZE = 64                   # PIDFD_INFO_SIZE_VER0
+PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO_SIZE << 16) | (0xFF << 8) | 11
+_PIDFD_INFO_PID = 1
 
 _CONNECTED = (ConnState.READING, ConnState.QUEUED, ConnState.RUNNING, ConnState.EXITED)
 _IN_PROGRESS = (ConnState.RUNNING, ConnState.EXITED)  # a script started and its worker still there
@@ -121,6 +132,33 @@ def resolve_accounts(pol: policy.Policy) -> dict[str, Any]:
     return accounts
 
 
+def parent_of(pid: int) -> int:
+    """The parent pid of ``pid`` from /proc, or -1 if it is gone or cannot be read.
+
+    os.open and os.read rather than open(): no buffered file object to build
+    on every connection.
+    """
+    try:
+        fd = os.open("/proc/%d/stat" % pid, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+    try:
+        # comm, in parentheses, may hold anything but ends at the last ")".
+        return int(os.read(fd, 512).rsplit(b")", 1)[1].split(None, 2)[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+    finally:
+        os.close(fd)
+
+
+def pidfd_parent(pidfd: int) -> int:
+    """The parent pid of the process behind ``pidfd`` (PIDFD_GET_INFO); OSError ESRCH once it exited."""
+    buf = bytearray(_PIDFD_INFO_SIZE)
+    struct.pack_into("=Q", buf, 0, _PIDFD_INFO_PID)
+    fcntl.ioctl(pidfd, PIDFD_GET_INFO, buf, True)
+    return _PIDFD_INFO.unpack_from(buf)[4]
+
+
 class Daemon:
     """The accept loop; ``serve()`` returns when a stop signal was handled.
 
@@ -145,6 +183,9 @@ class Daemon:
         self.setid = self.policy.needs_setid       # the privilege drop kept CAP_SETUID/SETGID/KILL
         self.policy_fd = policy_fd
         self.policy_reader = policy.PolicyReader()
+        self.pidfd_peers = True                    # SO_PEERPIDFD works here (Linux 6.5)
+        self.pidfd_info = True                     # PIDFD_GET_INFO works here (Linux 6.13)
+        self.refusals = Throttle()
         self.sel = selectors.DefaultSelector()
         self.timers = Timers()
         self.conns: dict[int, Conn] = {}       # fileno -> conn whose worker is connected
@@ -320,20 +361,94 @@ class Daemon:
             except OSError as exc:
                 log("error", "accept on ScriptSock failed: %s", exc)
                 return
+            self._admit(sock)
+
+    def _admit(self, sock: socket.socket) -> None:
+        """Keep a connection from a worker; close any other at once."""
+        try:
+            peer = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+        except OSError:
+            peer = (0, -1, -1)
+        why = self._not_a_worker(sock, peer)
+        if why:
+            self._refuse(peer, why)
+            sock.close()
+            return
+        sock.setblocking(False)
+        conn = Conn(sock, peer)
+        self.conns[sock.fileno()] = conn
+        self.sel.register(sock, selectors.EVENT_READ, self._readable)
+        conn.deadline = self.timers.call_at(time.monotonic() + REQUEST_READ_SECONDS, self._read_timeout, conn)
+
+    def _not_a_worker(self, sock: socket.socket, peer: tuple[int, int, int]) -> str:
+        """Why the peer may not ask for scripts ("" when it is a worker of our master).
+
+        A worker is a child of gunicorn's master, which no script can become:
+        a script is the daemon's child, and whatever it starts (double
+        forked, setsid) is re-parented to the daemon, the supervisor (both
+        subreapers) or init, never to the master. The uid alone would let
+        every script running as the workers' user in.
+        """
+        pid, uid, _gid = peer
+        if uid not in (self.uid, 0):
+            return "uid %d: only uid %d may connect" % (uid, self.uid)
+        parent = self._peer_parent(sock, pid)
+        if parent != self.master_pid:
+            return ("its parent is %s, not gunicorn's master %d: only workers may ask for scripts"
+                    % (parent if parent > 0 else "gone", self.master_pid))
+        return ""
+
+    def _peer_parent(self, sock: socket.socket, pid: int) -> int:
+        """The parent pid of the process that connected; -1 if it is gone.
+
+        Races: SO_PEERCRED gives the pid that called connect(). Read by pid,
+        /proc could show another process if that one exited and its pid was
+        reused (by a new worker) before the read. Where the kernel gives a
+        pidfd of the connecting process itself (SO_PEERPIDFD, Linux 6.5),
+        there is no such window: its parent comes through the pidfd
+        (PIDFD_GET_INFO, Linux 6.13), or from /proc followed by a signal 0
+        through the pidfd, which proves that process still held the pid
+        after the read. On older kernels the window is the time between
+        connect() and accept(), and needs the pid space to wrap meanwhile
+        onto a process the master forks.
+
+        Measured per connection (Linux 6.18, Python 3.11, best of 200
+        batches): 4.5 us with PIDFD_GET_INFO; 13 us with /proc and the
+        signal; 8 us with /proc alone. A spawn costs about 1 ms.
+        """
+        pidfd = -1
+        if self.pidfd_peers:
             try:
-                peer = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+                pidfd = sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD)
             except OSError:
-                peer = (0, -1, -1)
-            if peer[1] not in (self.uid, 0):
-                log("warning", "refused ScriptSock connection from uid %d (pid %d): only uid %d may connect",
-                    peer[1], peer[0], self.uid)
-                sock.close()
-                continue
-            sock.setblocking(False)
-            conn = Conn(sock, peer)
-            self.conns[sock.fileno()] = conn
-            self.sel.register(sock, selectors.EVENT_READ, self._readable)
-            conn.deadline = self.timers.call_at(time.monotonic() + REQUEST_READ_SECONDS, self._read_timeout, conn)
+                self.pidfd_peers = False  # an older kernel
+        if pidfd < 0:
+            return parent_of(pid)
+        try:
+            if self.pidfd_info:
+                try:
+                    return pidfd_parent(pidfd)
+                except OSError as exc:
+                    if exc.errno == errno.ESRCH:
+                        return -1
+                    self.pidfd_info = False  # before Linux 6.13
+            parent = parent_of(pid)
+            try:
+                signal.pidfd_send_signal(pidfd, 0)
+            except ProcessLookupError:
+                return -1
+            except PermissionError:
+                pass  # it exists
+            return parent
+        finally:
+            os.close(pidfd)
+
+    def _refuse(self, peer: tuple[int, int, int], why: str) -> None:
+        """Log a refused peer once per pid, and at most a few lines a second in all."""
+        allowed, suppressed = self.refusals.allow(("refused", peer[0]), time.monotonic())
+        if allowed:
+            log("warning", "refused ScriptSock connection from pid %d (uid %d): %s%s", peer[0], peer[1], why,
+                " (%d similar lines left out)" % suppressed if suppressed else "")
 
     def _readable(self, sock: socket.socket) -> None:
         conn = self.conns.get(sock.fileno())

@@ -4,6 +4,8 @@ Each test talks to the socket of a real server (``<root>/run/cgisock.<master
 pid>``) while HTTP requests keep going through the same daemon: every bad
 connection is dropped with a log line, the daemon survives (same pid),
 nobody else is delayed, and its descriptor count returns to where it was.
+The connections are made by a worker-like child of the master
+(``workerlike``), since the daemon refuses every other peer at once.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from hypothesis import strategies as st
 
 from gunicorn_cgid import wire
 
+from . import workerlike
 from .conftest import CGI_BIN, Server, descendants, pid_alive, wait_until
 
-ME = os.getpid()
+serve = workerlike.serve_fixture()
+
 RECV_TIMEOUT = 5.0
 READ_DEADLINE = 10.0  # the daemon's REQUEST_READ_SECONDS
 
@@ -34,10 +38,15 @@ def sock_path(srv: Server) -> str:
 
 
 def connect(srv: Server) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(RECV_TIMEOUT)
-    s.connect(sock_path(srv))
+    """A connection the daemon takes for a worker's: made by the broker, which is then the peer."""
+    s, pid = workerlike.connect_with_pid(srv, RECV_TIMEOUT)
+    srv.peer_pid = pid  # type: ignore[attr-defined]
     return s
+
+
+def peer(srv: Server) -> int:
+    """The pid the daemon names for our connections (the broker's)."""
+    return srv.peer_pid  # type: ignore[attr-defined,no-any-return]
 
 
 def fd_count(pid: int) -> int:
@@ -206,7 +215,7 @@ def _garbage(srv: Server) -> str:
     s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert dropped(s)
     s.close()
-    return "dropped ScriptSock connection from pid %d: bad frame: unexpected frame kind" % ME
+    return "dropped ScriptSock connection from pid %d: bad frame: unexpected frame kind" % peer(srv)
 
 
 def _reply_kind(srv: Server) -> str:
@@ -214,7 +223,7 @@ def _reply_kind(srv: Server) -> str:
     s.sendall(wire.encode_started(1))  # a daemon's frame, sent to the daemon
     assert dropped(s)
     s.close()
-    return "dropped ScriptSock connection from pid %d: bad frame: unexpected frame kind 0x50" % ME
+    return "dropped ScriptSock connection from pid %d: bad frame: unexpected frame kind 0x50" % peer(srv)
 
 
 def _oversize(srv: Server) -> str:
@@ -231,7 +240,7 @@ def _truncated_then_close(srv: Server) -> str:
     s.sendall(data[:len(data) // 2])
     s.close()
     return "dropped ScriptSock connection from pid %d: closed in the middle of a request (%d bytes" % (
-        ME, len(data) // 2)
+        peer(srv), len(data) // 2)
 
 
 def _truncated_with_fds_then_half_close(srv: Server) -> str:
@@ -274,7 +283,7 @@ def _too_many_fds(srv: Server) -> str:
     finally:
         for fd in extra:
             os.close(fd)
-    return "dropped ScriptSock connection from pid %d: more than 3 file descriptors" % ME
+    return "dropped ScriptSock connection from pid %d: more than 3 file descriptors" % peer(srv)
 
 
 def _fds_twice(srv: Server) -> str:
@@ -288,7 +297,7 @@ def _fds_twice(srv: Server) -> str:
     assert dropped(s)
     s.close()
     io.close()
-    return "dropped ScriptSock connection from pid %d: file descriptors sent twice" % ME
+    return "dropped ScriptSock connection from pid %d: file descriptors sent twice" % peer(srv)
 
 
 def _bad_magic(srv: Server) -> str:
@@ -316,7 +325,7 @@ def _bad_kill(srv: Server) -> str:
     s.sendall(wire.frame(wire.KILL, b""))  # a KILL without its reason byte
     assert dropped(s)
     s.close()
-    return "dropped ScriptSock connection from pid %d: bad KILL frame: truncated payload" % ME
+    return "dropped ScriptSock connection from pid %d: bad KILL frame: truncated payload" % peer(srv)
 
 
 def _unknown_location(srv: Server) -> str:
@@ -372,7 +381,7 @@ def test_second_spawn_on_a_running_connection_kills_its_script(serve):
     pid = wire.decode_started(fr.payload)
     tree = script_tree(pid)
     s.sendall(request(srv, "life-ok.sh"))
-    log_has(srv, "dropped ScriptSock connection from pid %d: second SPAWN on one connection" % ME)
+    log_has(srv, "dropped ScriptSock connection from pid %d: second SPAWN on one connection" % peer(srv))
     wait_until(lambda: not any(pid_alive(p) for p in tree), 2, what="the script tree to be killed")  # type: ignore
     s.close()
     io.close()
@@ -456,7 +465,7 @@ def test_stalled_connections_delay_nobody_and_are_dropped(serve):
           % (max(latencies) * 1000, waited))
     assert max(latencies) < 0.5, latencies
     assert READ_DEADLINE - 0.5 <= waited < READ_DEADLINE + 3
-    log_has(srv, "dropped ScriptSock connection from pid %d: incomplete request after 10 s" % ME)
+    log_has(srv, "dropped ScriptSock connection from pid %d: incomplete request after 10 s" % peer(srv))
     assert srv.errorlog.read_text().count("incomplete request after 10 s") == 20
     for s in stalled:
         s.close()

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gunicorn_cgid import settings, wire
 from gunicorn_cgid.daemon import policy
+from gunicorn_cgid.daemon.log import Throttle
 from gunicorn_cgid.daemon.server import Conn, Daemon
 from gunicorn_cgid.hooks import build_policy
 
@@ -190,3 +191,15 @@ def test_a_chosen_path_is_kept_for_run_as_scripts(tmp_path, monkeypatch):
     assert "PATH" in build_policy(_config({"cgi_path": "/opt/bin:/usr/bin"})).locations[""].env_keep
     assert "PATH" not in build_policy(_config({})).locations[""].env_keep
 
+
+# -- log lines under a flood ---------------------------------------------------------------
+
+def test_throttle_once_per_key_and_a_few_a_second():
+    t = Throttle(period=60.0, per_second=2.0, burst=3)
+    assert t.allow("a", 0.0) == (True, 0)
+    assert t.allow("a", 0.0) == (False, 0)       # the same peer within the period
+    assert t.allow("b", 0.0) == (True, 1)        # written, saying one line was left out before it
+    assert t.allow("c", 0.0) == (True, 0)
+    assert t.allow("d", 0.0) == (False, 0)       # the burst of 3 is spent
+    assert t.allow("e", 0.5) == (True, 1)        # refilled at 2 a second
+    assert t.allow("a", 61.0)[0]                 # the period over: once more
