@@ -41,6 +41,7 @@ BODY_READ_BYTES = 1024 * 1024
 STDERR_LINE_MAX = 8192        # longer stderr lines are split (Apache: 8191)
 INLINE_BODY_MAX = 65536       # a body this small is sent without a helper thread
 BODY_WATCH_TICK_SECONDS = 0.25
+BODY_FINISH_SECONDS = 0.5     # for a body helper that read everything to finish
 _IN = select.POLLIN | select.POLLPRI
 _DONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
@@ -200,6 +201,13 @@ class ScriptSession:
         thread = self.body_thread
         if thread is None or not thread.is_alive():
             return True
+        # A helper that has read the whole body may still be finishing (its
+        # last write to stdin, closing it): let it, or a shutdown would cut a
+        # keep-alive connection that is fine.
+        if not self.body_reading:
+            thread.join(BODY_FINISH_SECONDS)
+            if not thread.is_alive():
+                return True
         if self.client is not None and self.shared_client is False:
             try:
                 self.client.shutdown(socket.SHUT_RD)
