@@ -278,6 +278,8 @@ class FrameDecoder:
                 break
             frames.append(Frame(kind, bytes(self.buffer[HEADER.size:end])))
             del self.buffer[:end]
+        if not self.buffer:
+            self.buffer = bytearray()  # a large frame's room is given back, not kept for the connection's life
         return frames
 
     @property

@@ -15,6 +15,9 @@ grace, the stop) is a timer in one heap.
 Trust: only gunicorn's workers may connect (``_not_a_worker``: the
 connecting process is a child of the master), and the limits are the
 daemon's own ``policy``, received from the supervisor, never the request's.
+Abuse is bounded: connections still sending their request, per peer and in
+total, and the bytes of partial frames across all of them; at the
+descriptor limit accepts pause instead of spinning.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import dataclasses
 import errno
 import fcntl
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -70,6 +74,17 @@ _PIDFD_INFO_SIZE = 64                   # PIDFD_INFO_SIZE_VER0
 PIDFD_GET_INFO = (3 << 30) | (_PIDFD_INFO_SIZE << 16) | (0xFF << 8) | 11
 _PIDFD_INFO_PID = 1
 
+# Bounds against a peer that floods the socket. A worker sends its whole
+# request at once, so a connection still reading is normally a matter of
+# microseconds; many of them at once are a flood, and the oldest go first.
+MAX_READING_CAP = 1024          # connections still sending their request, in total (see _reading_bounds)
+MAX_PENDING_BYTES = 64 * 1024 * 1024  # partial frames held across all connections
+ACCEPT_BATCH = 64
+ACCEPT_BACKOFF_SECONDS = (0.01, 0.5)  # out of descriptors: accepts pause this long, doubling
+STALE_READING_SECONDS = 1.0     # out of descriptors: a connection still reading after this long makes room
+FD_MARGIN = 32                  # descriptors kept for the daemon's own use (listener, pipes, spawns, /proc)
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
 _CONNECTED = (ConnState.READING, ConnState.QUEUED, ConnState.RUNNING, ConnState.EXITED)
 _IN_PROGRESS = (ConnState.RUNNING, ConnState.EXITED)  # a script started and its worker still there
 
@@ -78,7 +93,8 @@ class Conn:
     """One worker connection: at most one script."""
 
     __slots__ = ("sock", "peer", "decoder", "fds", "req", "pid", "started", "born", "state",
-                 "kill_reason", "deadline", "kill_timer", "cage", "leftovers", "release_delay")
+                 "kill_reason", "deadline", "kill_timer", "cage", "leftovers", "release_delay", "counted",
+                 "accepted")
 
     def __init__(self, sock: socket.socket, peer: tuple[int, int, int]) -> None:
         self.sock = sock
@@ -96,6 +112,8 @@ class Conn:
         self.cage: str | None = None          # the script's cgroup, in cgroup mode
         self.leftovers = False  # its processes outlived it (checked when it was reaped)
         self.release_delay = RELEASE_RETRY_SECONDS[0]
+        self.counted = 0        # bytes of partial frames counted against MAX_PENDING_BYTES
+        self.accepted = time.monotonic()
 
     def advance(self, event: ConnEvent) -> ConnState:
         self.state = conn_next(self.state, event)
@@ -159,6 +177,25 @@ def pidfd_parent(pidfd: int) -> int:
     return _PIDFD_INFO.unpack_from(buf)[4]
 
 
+def _fd_budget() -> int:
+    """How many descriptors the connections may hold: the limit, less FD_MARGIN for the daemon itself."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 30 if soft == resource.RLIM_INFINITY else max(8, soft - FD_MARGIN)
+
+
+def _reading_bounds() -> tuple[int, int]:
+    """(in total, per peer): connections still sending their request.
+
+    An eighth of the descriptor limit in total (each may hold the script's
+    three descriptors besides its own), at least 16, and half of that per
+    peer, so one peer never fills the table and a burst of a busy worker's
+    requests still fits.
+    """
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    total = MAX_READING_CAP if soft == resource.RLIM_INFINITY else max(16, min(MAX_READING_CAP, soft // 8))
+    return total, max(8, total // 2)
+
+
 class Daemon:
     """The accept loop; ``serve()`` returns when a stop signal was handled.
 
@@ -186,6 +223,14 @@ class Daemon:
         self.pidfd_peers = True                    # SO_PEERPIDFD works here (Linux 6.5)
         self.pidfd_info = True                     # PIDFD_GET_INFO works here (Linux 6.13)
         self.refusals = Throttle()
+        self.max_reading, self.max_reading_per_peer = _reading_bounds()
+        self.reading: dict[Conn, None] = {}        # connections still sending their request, oldest first
+        self.reading_by_peer: dict[int, dict[Conn, None]] = {}
+        self.pending_total = 0                     # bytes of partial frames, all connections
+        self.fd_budget = _fd_budget()               # descriptors connections may hold
+        self.accept_paused = False
+        self.accept_backoff = 0.0
+        self.fd_burst = 0                          # accepts that found no descriptor, this burst
         self.sel = selectors.DefaultSelector()
         self.timers = Timers()
         self.conns: dict[int, Conn] = {}       # fileno -> conn whose worker is connected
@@ -347,21 +392,50 @@ class Daemon:
     def _unlisten(self) -> None:
         if self.listening:
             self.listening = False
-            try:
-                self.sel.unregister(self.listener)
-            except (KeyError, ValueError):
-                pass
+            if not self.accept_paused:
+                try:
+                    self.sel.unregister(self.listener)
+                except (KeyError, ValueError):
+                    pass
 
     def _accept(self, listener: socket.socket) -> None:
-        for _ in range(64):
+        for _ in range(ACCEPT_BATCH):
+            if not self._room() and not self._free_stale():
+                self._out_of_fds("%d connections hold about %d of the %d descriptors they may"
+                                 % (len(self.conns), self._fds_held(), self.fd_budget))
+                return
             try:
                 sock, _addr = listener.accept()
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:
-                log("error", "accept on ScriptSock failed: %s", exc)
+                if exc.errno in _OUT_OF_FDS:
+                    if self._free_stale():
+                        continue
+                    self._out_of_fds(exc.strerror or str(exc))
+                    return
+                if self.refusals.allow("accept-error", time.monotonic())[0]:
+                    log("error", "accept on ScriptSock failed: %s", exc)
                 return
             self._admit(sock)
+        if self.fd_burst:
+            log("warning", "ScriptSock: accepting again after %d pause(s) at the file descriptor limit",
+                self.fd_burst)
+            self.fd_burst = 0
+            self.accept_backoff = 0.0
+
+    def _fds_held(self) -> int:
+        """Descriptors the connections hold, or will once their request comes: the script's three each."""
+        return len(self.conns) + wire.SPAWN_FDS * (len(self.reading) + len(self.queue))
+
+    def _room(self) -> bool:
+        """Whether one more connection, and the three descriptors it brings, fit in the budget.
+
+        Counted, not found out from EMFILE: a connection accepted with no
+        room left would have its descriptors cut off (MSG_CTRUNC) on
+        arrival, failing a worker's request.
+        """
+        return self._fds_held() + 1 + wire.SPAWN_FDS <= self.fd_budget
 
     def _admit(self, sock: socket.socket) -> None:
         """Keep a connection from a worker; close any other at once."""
@@ -376,7 +450,10 @@ class Daemon:
             return
         sock.setblocking(False)
         conn = Conn(sock, peer)
+        self._bound_reading(peer[0])
         self.conns[sock.fileno()] = conn
+        self.reading[conn] = None
+        self.reading_by_peer.setdefault(peer[0], {})[conn] = None
         self.sel.register(sock, selectors.EVENT_READ, self._readable)
         conn.deadline = self.timers.call_at(time.monotonic() + REQUEST_READ_SECONDS, self._read_timeout, conn)
 
@@ -413,8 +490,8 @@ class Daemon:
         onto a process the master forks.
 
         Measured per connection (Linux 6.18, Python 3.11, best of 200
-        batches): 4.5 us with PIDFD_GET_INFO; 13 us with /proc and the
-        signal; 8 us with /proc alone. A spawn costs about 1 ms.
+        batches of 500): 6 us with PIDFD_GET_INFO, 14 us with /proc and the
+        signal, 8.5 us with /proc alone; a spawn costs about 1 ms.
         """
         pidfd = -1
         if self.pidfd_peers:
@@ -450,6 +527,83 @@ class Daemon:
             log("warning", "refused ScriptSock connection from pid %d (uid %d): %s%s", peer[0], peer[1], why,
                 " (%d similar lines left out)" % suppressed if suppressed else "")
 
+    def _bound_reading(self, pid: int) -> None:
+        """Room for one more connection still reading its request: drop the peer's oldest, or the oldest."""
+        mine = self.reading_by_peer.get(pid)
+        if mine is not None and len(mine) >= self.max_reading_per_peer:
+            self._drop_quietly(next(iter(mine)), ("peer", pid), "pid %d has %d connections still sending"
+                               " their request" % (pid, len(mine)))
+        if len(self.reading) >= self.max_reading:
+            self._drop_quietly(next(iter(self.reading)), "reading", "%d connections still sending their request"
+                               % len(self.reading))
+
+    def _drop_quietly(self, conn: Conn, key: object, why: str) -> None:
+        """Drop ``conn`` for a flood: logged once per burst, not once per connection."""
+        allowed, suppressed = self.refusals.allow(("flood", key), time.monotonic())
+        if allowed:
+            log("warning", "ScriptSock flood: %s; dropping the oldest%s", why,
+                " (%d similar lines left out)" % suppressed if suppressed else "")
+        self._close(conn)
+
+    def _unread(self, conn: Conn) -> None:
+        """``conn`` is no longer reading its request (spawned, queued or closed)."""
+        if conn not in self.reading:
+            return
+        del self.reading[conn]
+        mine = self.reading_by_peer.get(conn.peer[0])
+        if mine is not None:
+            mine.pop(conn, None)
+            if not mine:
+                del self.reading_by_peer[conn.peer[0]]
+
+    def _free_stale(self) -> bool:
+        """Out of descriptors: close connections still reading after STALE_READING_SECONDS; any closed?
+
+        A worker sends its request at once, so these hold descriptors (their
+        own, and the script's three) that a worker's request needs now.
+        """
+        now = time.monotonic()
+        stale = []
+        for conn in self.reading:  # oldest first
+            if now - conn.accepted < STALE_READING_SECONDS or len(stale) >= 4:
+                break
+            stale.append(conn)
+        for conn in stale:
+            self._drop_quietly(conn, "stale", "out of file descriptors: a connection still sending its request"
+                               " after %.1f s" % (now - conn.accepted))
+        return bool(stale)
+
+    def _out_of_fds(self, why: str) -> None:
+        """At the descriptor limit with nothing stale to close: pause accepts, log once per burst.
+
+        Without the pause the listener stays readable and the loop spins
+        (logging each failure, as before). Connections wait in the backlog
+        meanwhile and are accepted as scripts start or end. (Servers often
+        keep a spare descriptor to accept and close at once; here that would
+        fail a waiting worker's request, which the backlog lets wait.)
+        """
+        if not self.fd_burst:
+            log("warning", "ScriptSock: at the file descriptor limit (%s; limit %d): pausing accepts,"
+                " connections wait in the backlog", why, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        self.fd_burst += 1
+        self.accept_backoff = min(max(self.accept_backoff * 2, ACCEPT_BACKOFF_SECONDS[0]),
+                                  ACCEPT_BACKOFF_SECONDS[1])
+        if self.listening and not self.accept_paused:
+            self.sel.unregister(self.listener)
+            self.accept_paused = True
+            self.timers.call_at(time.monotonic() + self.accept_backoff, self._resume_accept)
+
+    def _maybe_resume(self) -> None:
+        """Descriptors were freed: accept again now rather than at the end of the backoff."""
+        if self.accept_paused and self._room():
+            self._resume_accept()
+
+    def _resume_accept(self) -> None:
+        if self.accept_paused:
+            self.accept_paused = False
+            if self.listening:
+                self.sel.register(self.listener, selectors.EVENT_READ, self._accept)
+
     def _readable(self, sock: socket.socket) -> None:
         conn = self.conns.get(sock.fileno())
         if conn is None:
@@ -480,7 +634,11 @@ class Daemon:
         try:
             frames = conn.decoder.feed(data)
         except wire.WireError as exc:
+            self._count_pending(conn)
             self._drop(conn, "bad frame: %s" % exc)
+            return
+        self._count_pending(conn)
+        if self.pending_total > MAX_PENDING_BYTES and not self._bound_pending(conn):
             return
         for fr in frames:
             if fr.kind == wire.SPAWN:
@@ -491,6 +649,29 @@ class Daemon:
                 self._on_ping(conn)
             if conn.sock.fileno() < 0:
                 return
+
+    def _count_pending(self, conn: Conn) -> None:
+        pending = conn.decoder.pending
+        self.pending_total += pending - conn.counted
+        conn.counted = pending
+
+    def _bound_pending(self, conn: Conn) -> bool:
+        """Partial frames over MAX_PENDING_BYTES in all: drop the oldest holders; False if ``conn`` went too.
+
+        A worker's frame arrives whole within microseconds, so the oldest
+        partial ones are the likeliest to be a peer holding memory on purpose.
+        """
+        for other in list(self.reading):
+            if self.pending_total <= MAX_PENDING_BYTES:
+                return True
+            if other is not conn and other.counted:
+                self._drop_quietly(other, "pending", "%d bytes of partial requests held (the limit is %d)"
+                                   % (self.pending_total, MAX_PENDING_BYTES))
+        if self.pending_total <= MAX_PENDING_BYTES:
+            return True
+        self._drop_quietly(conn, "pending", "%d bytes of partial requests held (the limit is %d)"
+                           % (self.pending_total, MAX_PENDING_BYTES))
+        return False
 
     def _on_spawn(self, conn: Conn, payload: bytes) -> None:
         if conn.state is not ConnState.READING:
@@ -514,6 +695,7 @@ class Daemon:
                        " does not have (a worker of an older configuration?)" % req.location)
             return
         conn.req = req
+        self._unread(conn)
         max_scripts = self.policy.max_scripts
         if self.stopping is not None:
             self._fail(conn, wire.FAIL_SHUTDOWN, 0, "the CGI daemon is stopping")
@@ -574,6 +756,7 @@ class Daemon:
                        % (req.filename.decode("utf-8", "replace"), exc))
             return
         conn.close_fds()
+        self._maybe_resume()
         conn.pid = pid
         conn.cage = cage
         conn.started = time.monotonic()
@@ -843,6 +1026,9 @@ class Daemon:
         fd = conn.sock.fileno()
         if fd < 0:
             return
+        self._unread(conn)
+        self.pending_total -= conn.counted
+        conn.counted = 0
         self.conns.pop(fd, None)
         try:
             self.sel.unregister(conn.sock)
@@ -854,6 +1040,7 @@ class Daemon:
             self.sweep_due = True
         self.timers.cancel(conn.deadline)
         conn.deadline = None
+        self._maybe_resume()
 
 
 def _fds_from(ancdata: Iterable[tuple[int, int, bytes]]) -> list[int]:

@@ -5,6 +5,8 @@
 * a script (as the workers' user, double-forked) asks the daemon for a
   child: only workers, children of the master, may connect;
 * a root master without ``user``: refuses to start, naming user and group;
+* 1,100 idle connections under ``ulimit -n 1024``, and a daemon really out
+  of descriptors: its CPU stays low and requests are served;
 * a request asking for more than the policy gets the policy; a reload hands
   the daemon its new policy.
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -38,12 +41,39 @@ serve = workerlike.serve_fixture()
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: scripts must run as another user")
 WIRE_PY = str(Path(gunicorn_cgid.__file__).parent / "wire.py")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- helpers -------------------------------------------------------------------
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` from /proc, in seconds."""
+    with open("/proc/%d/stat" % pid, "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def socket_count(pid: int) -> int:
+    count = 0
+    for name in os.listdir("/proc/%d/fd" % pid):
+        with contextlib.suppress(OSError):
+            count += os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:")
+    return count
+
+
 def sock_path(srv: Server) -> str:
     return str(next((srv.root / "run").rglob("cgisock.*")))
+
+
+@contextlib.contextmanager
+def fd_limit(soft: int) -> Iterator[None]:
+    """Processes started meanwhile inherit ``ulimit -n soft``; ours gets its own limit back after."""
+    old = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, old)
 
 
 def spawn_frame(srv: Server, script: str, *args: str, location: str = "/cgi-bin/", max_runtime_ms: int = 0) -> bytes:
@@ -299,6 +329,113 @@ def test_the_root_opt_in_is_a_warning_at_every_start(serve):
     srv = serve("gthread")  # conftest's servers set cgi_allow_root
     if os.geteuid() == 0:
         assert "cgi_allow_root is set: CGI scripts run as root:root" in srv.log()
+    assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+
+
+# -- floods ------------------------------------------------------------------------
+
+def test_1100_idle_connections_under_ulimit_1024(serve):
+    with fd_limit(1024):
+        srv = serve("gthread")
+    daemon = srv.daemon_pid()
+    with open("/proc/%d/limits" % daemon) as f:
+        assert any(line.startswith("Max open files") and line.split()[3] == "1024" for line in f)
+    assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+    cpu_before = cpu_seconds(daemon)
+    began = time.monotonic()
+    outsiders, brokered = [], []
+    try:
+        for _ in range(1100):  # from this process, which is no worker: refused at once
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(10)
+            s.connect(sock_path(srv))
+            outsiders.append(s)
+        for _ in range(1100):  # from a child of the master, as a worker would: idle, never a byte
+            brokered.append(workerlike.connect(srv, timeout=10))
+        # Held open and idle: the daemon neither spins nor runs out of descriptors.
+        assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+        held_from = cpu_seconds(daemon)
+        time.sleep(1.0)  # a measuring window, not a wait for anything
+        held_cpu = cpu_seconds(daemon) - held_from
+        assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+        sockets = socket_count(daemon)
+    finally:
+        for s in outsiders + brokered:
+            s.close()
+    total_cpu = cpu_seconds(daemon) - cpu_before
+    print("\n2200 connections in %.1f s: daemon CPU %.2f s in all, %.2f s while they were held idle 1 s;"
+          " %d sockets in the daemon" % (time.monotonic() - began, total_cpu, held_cpu, sockets))
+    assert held_cpu < 0.1
+    assert total_cpu < 0.5 * max(1.0, time.monotonic() - began)
+    assert sockets < 200  # the oldest idle ones were dropped: at most an eighth of the limit
+    log = srv.errorlog.read_text()
+    assert "Too many open files" not in log
+    assert log.count("refused ScriptSock connection") <= 2
+    assert 1 <= log.count("ScriptSock flood") <= 5
+    assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+
+
+def test_out_of_descriptors_the_daemon_pauses_instead_of_spinning(serve):
+    # Queued requests hold the script's three descriptors each: with one
+    # script slot taken and a low limit, the daemon runs out of descriptors.
+    with fd_limit(128):
+        srv = serve("gthread", cgi_max_scripts=1, cgi_queue_timeout=30)
+    daemon = srv.daemon_pid()
+    holder, holder_io = workerlike.connect(srv), Stdio()
+    holder_io.send(holder, spawn_frame(srv, "sleep.sh", "30"))
+    (started,) = replies(holder, 1)
+    assert started.kind == wire.STARTED
+    queued: list[tuple[socket.socket, Stdio]] = []
+    try:
+        for _ in range(40):
+            s, io = workerlike.connect(srv), Stdio()
+            io.send(s, spawn_frame(srv, "life-ok.sh"))
+            queued.append((s, io))
+        try:
+            wait_until(lambda: "pausing accepts" in srv.errorlog.read_text(), 10,
+                       what="the daemon to reach its descriptor limit")
+        except AssertionError:
+            raise AssertionError("no pause; daemon fds %d\n%s" % (len(os.listdir("/proc/%d/fd" % daemon)),
+                                                                   srv.log())) from None
+        cpu_from = cpu_seconds(daemon)
+        time.sleep(1.0)  # a measuring window, not a wait for anything
+        paused_cpu = cpu_seconds(daemon) - cpu_from
+        holder.sendall(wire.encode_kill(wire.REASON_KILLED))  # the slot frees: the queue drains
+        for s, _io in queued:
+            assert [f.kind for f in replies(s, 2)] == [wire.STARTED, wire.EXITED]
+        assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+    finally:
+        for s, io in queued + [(holder, holder_io)]:
+            s.close()
+            io.close()
+    log = srv.errorlog.read_text()
+    print("\nat the descriptor limit: daemon CPU %.3f s over 1 s paused" % paused_cpu)
+    assert paused_cpu < 0.1
+    assert log.count("pausing accepts") == 1
+    assert "accepting again after" in log
+    assert "Too many open files" not in log and "more than 3 file descriptors" not in log
+
+
+def test_partial_frames_are_bounded_in_total(serve):
+    srv = serve("gthread")
+    daemon = srv.daemon_pid()
+    chunk = wire.HEADER.pack(wire.MAX_REQUEST_FRAME_BYTES, wire.SPAWN) + b"\0" * (4 * 1024 * 1024 - 64)
+    held = []
+    try:
+        for _ in range(40):  # 160 MiB of partial frames offered
+            s = workerlike.connect(srv, timeout=10)
+            with contextlib.suppress(OSError):
+                s.sendall(chunk)
+            held.append(s)
+        assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
+        with open("/proc/%d/status" % daemon) as f:
+            rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    finally:
+        for s in held:
+            s.close()
+    print("\n40 connections offering 4 MiB partial frames: daemon RSS %d MB" % (rss_kb // 1024))
+    assert rss_kb < 120 * 1024
+    assert "ScriptSock flood" in srv.errorlog.read_text()
     assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
 
 
