@@ -63,6 +63,21 @@ CGROUP_REMOVE_TRIES = 100      # every 50 ms: a dead daemon's cgroup is removed 
 SUN_PATH_MAX = 107
 _WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
 
+try:  # process names in ps and top, as gunicorn's own (issue #13)
+    from setproctitle import setproctitle as _setproctitle
+except ImportError:
+    _setproctitle = None
+
+
+def set_title(title: str) -> None:
+    """``gunicorn-cgid: supervisor [master 1234]`` in ps, when setproctitle is installed."""
+    if _setproctitle is not None:
+        try:
+            _setproctitle(title)
+        except Exception:  # a name is never worth failing for
+            pass
+
+
 class SetupError(Exception):
     """The ScriptSock cannot be created; the message says how to fix it."""
 
@@ -650,6 +665,7 @@ def run_daemon(sup: Supervisor, ready_w: int, policy_r: int = -1) -> int:
     if os.getppid() != sup.pid:
         return 0  # the supervisor died before the death signal was set
     spawn.become_subreaper()
+    set_title("gunicorn-cgid: daemon [master %d]" % sup.master_pid)
     _report(ready_w, b"ok")
     daemon = Daemon(sup.listener, sup.master_pid, supervisor_pid=sup.pid, cage=cage,
                     on_orphaned=lambda: _remove_own_socket(sup), rules=sup.rules, policy_fd=policy_r)
@@ -733,6 +749,7 @@ def main(argv: list[str]) -> int:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
+    set_title("gunicorn-cgid: supervisor [master %d]" % master_pid)
     reader = policy.PolicyReader()
     try:
         rules = load_rules(_first_policy(life_fd, reader, READY_TIMEOUT_SECONDS), uid, gid)
