@@ -126,6 +126,7 @@ class Server:
             "script_sock": str(self.root / "run" / "cgisock"),
             "script_alias": {"/cgi-bin/": str(CGI_BIN) + "/"},
             "cgi_env": {"CGID_TEST_MARKER": str(self.root)},
+            "cgi_allow_root": True,
         }
         base.update(self.settings)
         base.update(overrides)
