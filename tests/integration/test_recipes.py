@@ -82,6 +82,7 @@ class RecipeServer(Server):
 
     def start(self, wait: bool = True) -> RecipeServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GUNICORN_")}
+        env["GUNICORN_CGID_ALLOW_ROOT"] = "1"  # the tests run as root; the recipes' images do not
         env.update(self.extra_env)
         env["GUNICORN_CMD_ARGS"] = "--bind 127.0.0.1:%d --chdir %s" % (self.port, self.root)
         # Logs go to stdout and stderr (errorlog "-", accesslog "-"): Server.log() reads this file.
