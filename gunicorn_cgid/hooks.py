@@ -107,12 +107,15 @@ def on_starting(server: Any) -> None:
 
 
 def prepare_script_log(cfg: Any) -> None:
-    """Create the ScriptLog file for the workers, who write it once they run as ``user``.
+    """Make sure the workers can write the ScriptLog once they run as ``user``.
 
-    The file, not its directory, is handed to the workers' user (mode 0640):
-    a directory they could write to is one where they could also replace
-    whatever else lives there, the ScriptSock above all, so the two may not
-    share one. A missing directory is created with the master's ownership.
+    They create it with the first record, as Apache's children do (a good
+    request leaves no file). A root master whose workers run as another
+    user creates the file for them instead (0640, theirs): the file, never
+    its directory, is handed over, since a directory they could write to is
+    one where they could also replace whatever else lives there, the
+    ScriptSock above all; so the two may not share one. A missing
+    directory is created with the master's ownership.
     """
     path = settings.cgi_setting(cfg, "script_log")
     if not path or path == "-":
@@ -133,7 +136,8 @@ def prepare_script_log(cfg: Any) -> None:
                 os.makedirs(directory, mode=0o755)
             finally:
                 os.umask(old_umask)
-        create_script_log(path, cfg.uid, cfg.gid)
+        if os.geteuid() == 0 and cfg.uid != 0:
+            create_script_log(path, cfg.uid, cfg.gid)
     except OSError as exc:
         raise RuntimeError("cannot create script_log %r: %s" % (path, exc)) from None
 

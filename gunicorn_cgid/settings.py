@@ -191,11 +191,12 @@ class ScriptLog(CGISetting, Setting):
         File for the CGI error log (Apache's ScriptLog); off when unset.
 
         Relative to gunicorn's ``chdir``; ``-`` writes the records to the
-        master's stderr. Records are written only for failed CGI requests.
-        The master creates the file (mode 0640, owned by gunicorn's ``user``
-        and ``group``, which the workers write it as) and its directory if
-        missing; it never changes the owner of a directory. It may not be
-        in ``script_sock``'s directory.
+        master's stderr. Records are written only for failed CGI requests;
+        the workers create the file with the first one, as Apache's
+        children do. A master started as root with another ``user`` creates
+        it for them at start (mode 0640, owned by ``user`` and ``group``),
+        and its directory if missing, but never changes the owner of a
+        directory. It may not be in ``script_sock``'s directory.
         """
 
 
