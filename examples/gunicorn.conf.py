@@ -4,10 +4,33 @@ Run from anywhere:  gunicorn -c examples/gunicorn.conf.py gunicorn_cgid:app
 """
 
 import os
+import stat
+import sys
 
 from gunicorn_cgid.hooks import *  # noqa: F401,F403  (starts and stops the CGI daemon)
 
 here = os.path.dirname(os.path.abspath(__file__))
+
+
+def _others_can_use(path: str) -> bool:
+    """Whether an unprivileged user can reach ``path`` (every directory above it searchable)."""
+    path = os.path.realpath(path)
+    while path != "/":
+        path = os.path.dirname(path)
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+    return True
+
+
+if os.geteuid() == 0:
+    # Scripts never run as root: started as root, workers and scripts run as
+    # nobody. Only when nobody cannot use this Python or these files (a
+    # Python under /root, say) does this example fall back to root, and
+    # gunicorn-cgid then logs a warning at every start.
+    if _others_can_use(sys.executable) and _others_can_use(os.path.join(here, "cgi-bin", "hello.sh")):
+        user, group = "nobody", "nogroup"
+    else:
+        cgi_allow_root = True
 
 chdir = here                      # relative CGI paths below are resolved from here
 bind = "127.0.0.1:8000"
