@@ -122,7 +122,7 @@ class Server:
             "accesslog": str(self.accesslog),
             "loglevel": "info",
             "control_socket_disable": True,
-            "graceful_timeout": 5,
+            "graceful_timeout": 2,  # teardown: a worker still booting ignores TERM until then
             "script_sock": str(self.root / "run" / "cgisock"),
             "script_alias": {"/cgi-bin/": str(CGI_BIN) + "/"},
             "cgi_env": {"CGID_TEST_MARKER": str(self.root)},

@@ -481,7 +481,7 @@ def test_sigusr2_under_python_m_gunicorn(serve):
 
 @pytest.mark.parametrize("worker", WORKERS)
 def test_sigterm_lets_requests_in_flight_finish(serve, worker):
-    srv = serve(worker)
+    srv = serve(worker, graceful_timeout=5)  # longer than the scripts in flight
     reqs = [Background(srv, "/cgi-bin/sleep.sh?1.5") for _ in range(3)]
     wait_until(lambda: len([p for p in scripts_of(srv) if b"sleep.sh" in cmdline(p)]) >= 3, 10,
                what="three scripts running")
