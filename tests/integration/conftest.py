@@ -82,6 +82,19 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
+def script_pids(srv: Server) -> list[int]:
+    """Running scripts of ``srv``: its marker is in their environment (cgi_env), not just their command line."""
+    out = []
+    for pid in processes_with_env_marker(str(srv.root)):
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                if b"CGID_TEST_MARKER=" in f.read():
+                    out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 def processes_with_env_marker(marker: str) -> list[int]:
     """Pids whose command line or environment carries ``marker`` (to find orphans)."""
     out = []

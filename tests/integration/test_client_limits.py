@@ -11,21 +11,9 @@ import socket
 
 import pytest
 
-from .conftest import WORKERS, processes_with_env_marker, wait_until
+from .conftest import WORKERS, script_pids, wait_until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def script_pids(srv) -> list[int]:
-    out = []
-    for pid in processes_with_env_marker(str(srv.root)):
-        try:
-            with open("/proc/%d/environ" % pid, "rb") as f:
-                if b"CGID_TEST_MARKER=" in f.read():
-                    out.append(pid)
-        except OSError:
-            pass
-    return out
 
 
 def connect(srv) -> socket.socket:

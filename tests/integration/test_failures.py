@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from .conftest import WORKERS, processes_with_env_marker, wait_until
+from .conftest import WORKERS, script_pids, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,19 +28,6 @@ def read_to_eof(sock: socket.socket) -> bytes:
         if not chunk:
             return data
         data += chunk
-
-
-def script_pids(srv) -> list[int]:
-    """Running scripts of this server: the marker is in their environment (cgi_env)."""
-    out = []
-    for pid in processes_with_env_marker(str(srv.root)):
-        try:
-            with open("/proc/%d/environ" % pid, "rb") as f:
-                if b"CGID_TEST_MARKER=" in f.read():
-                    out.append(pid)
-        except OSError:
-            pass
-    return out
 
 
 def assert_no_traceback(srv) -> None:
