@@ -73,6 +73,15 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def cmdline(pid: int) -> bytes:
+    """A process's command line, words separated by spaces; b"" once it is gone."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
 def descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:

@@ -18,21 +18,13 @@ from collections.abc import Callable
 
 import pytest
 
-from .conftest import Server, children_of, descendants, pid_alive, wait_until
+from .conftest import Server, children_of, cmdline, descendants, pid_alive, wait_until
 
 WORKERS = ["gthread", "gevent"]
 EXIT_LOG_FORMAT = '%(r)s %(s)s exit=%({cgi.exit_status}e)s'
 
 
 # -- helpers -----------------------------------------------------------------
-
-def cmdline(pid: int) -> bytes:
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().replace(b"\0", b" ")
-    except OSError:
-        return b""
-
 
 def state(pid: int) -> str:
     try:

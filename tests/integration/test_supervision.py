@@ -24,21 +24,13 @@ import pytest
 
 from gunicorn_cgid.daemon import containment, lifecycle
 
-from .conftest import Server, children_of, descendants, pid_alive, wait_until
+from .conftest import Server, children_of, cmdline, descendants, pid_alive, wait_until
 
 WORKERS = ["gthread", "gevent"]
 OK_SCRIPT = "/cgi-bin/life-ok.sh"
 
 
 # -- helpers -------------------------------------------------------------------
-
-def cmdline(pid: int) -> bytes:
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().replace(b"\0", b" ")
-    except OSError:
-        return b""
-
 
 def supervisor_of(srv: Server) -> int:
     """The master's supervisor, 0 when it has none."""
