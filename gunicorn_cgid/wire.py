@@ -14,6 +14,11 @@ Every frame is a 5-byte header and a payload::
     | payload length (u32, BE)  | kind   | payload ...      |
     +---------------------------+--------+------------------+
 
+A SPAWN payload is five u32 (magic, max_runtime_ms, master_pid, the number
+of arguments, the number of environment entries) and then every string,
+each ended by a NUL: filename, cwd, location, the arguments, the
+environment (``NAME=value``). A string cannot hold a NUL, as in exec.
+
 Unlike mod_cgid's GETPID round trip, the pid comes back in-band on the same
 connection, so a pid can never be matched to the wrong request.
 
@@ -24,11 +29,12 @@ worker may only ask for a shorter ``max_runtime``.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 
 HEADER = struct.Struct(">IB")
-MAGIC = 0x43474932  # "CGI2": a stray client, or a worker or daemon of another version, is refused at once
+MAGIC = 0x43474933  # "CGI3": a stray client, or a worker or daemon of another version, is refused at once
 
 SPAWN = ord("S")
 KILL = ord("K")
@@ -59,8 +65,7 @@ REASON_MAX_RUNTIME = 2  # cgi_max_runtime passed
 REASON_SHUTDOWN = 3     # the daemon stopped while it ran
 REASON_DISCONNECT = 4   # the worker's connection closed while it ran
 
-_SPAWN_FIXED = struct.Struct(">III")  # magic, max_runtime_ms, master_pid
-_U32 = struct.Struct(">I")
+_SPAWN_FIXED = struct.Struct(">IIIII")  # magic, max_runtime_ms, master_pid, argc, envc
 _STARTED = struct.Struct(">I")
 _FAILED = struct.Struct(">Bi")
 _EXITED = struct.Struct(">iQQQQB")
@@ -121,14 +126,6 @@ def frame(kind: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(len(payload), kind) + payload
 
 
-def _strings(items: tuple[bytes, ...] | list[bytes]) -> bytes:
-    parts = [_U32.pack(len(items))]
-    for item in items:
-        parts.append(_U32.pack(len(item)))
-        parts.append(item)
-    return b"".join(parts)
-
-
 _U32_MAX = 0xFFFFFFFF
 
 
@@ -139,13 +136,49 @@ def _u32(value: int) -> int:
 
 
 def encode_spawn(req: SpawnRequest) -> bytes:
-    """The SPAWN frame; numbers past their field's range are clamped to it."""
-    fixed = _SPAWN_FIXED.pack(MAGIC, _u32(req.max_runtime_ms), _u32(req.master_pid))
-    body = b"".join((
-        fixed, _strings([req.filename, req.cwd, req.location.encode("utf-8", "surrogateescape")]),
-        _strings(req.argv), _strings(req.env),
-    ))
-    return frame(SPAWN, body)
+    """The SPAWN frame; numbers past their field's range are clamped to it.
+
+    The strings go as one NUL-terminated run (exec's own form), so building
+    the frame is one join and reading it one split. Raises WireError for a
+    string that holds a NUL, which exec could not carry either.
+    """
+    strings = [req.filename, req.cwd, req.location.encode("utf-8", "surrogateescape"), *req.argv, *req.env]
+    text = b"\0".join(strings) + b"\0"
+    if text.count(0) != len(strings):
+        raise WireError("NUL byte in a string")
+    fixed = _SPAWN_FIXED.pack(MAGIC, _u32(req.max_runtime_ms), _u32(req.master_pid), len(req.argv), len(req.env))
+    return HEADER.pack(len(fixed) + len(text), SPAWN) + fixed + text
+
+
+_EQUALS = itertools.repeat(b"=")  # endless: one b"=" for each entry map() checks
+
+
+def decode_spawn(payload: bytes) -> SpawnRequest:
+    if len(payload) < _SPAWN_FIXED.size:
+        raise WireError("truncated payload")
+    magic, max_runtime_ms, master_pid, argc, envc = _SPAWN_FIXED.unpack_from(payload)
+    if magic != MAGIC:
+        raise WireError("bad magic %#x" % magic)
+    if argc > MAX_ARGS or envc > MAX_ARGS:
+        raise WireError("too many strings: %d arguments, %d environment entries" % (argc, envc))
+    if not argc:
+        raise WireError("empty argv")
+    text = payload[_SPAWN_FIXED.size:]
+    if not text.endswith(b"\0"):
+        raise WireError("truncated payload: the strings do not end with NUL")
+    strings = text[:-1].split(b"\0")
+    if len(strings) != 3 + argc + envc:
+        raise WireError("%d strings where filename, cwd, location, %d arguments and %d environment entries"
+                        " make %d (a NUL byte in a string, or trailing bytes?)"
+                        % (len(strings), argc, envc, 3 + argc + envc))
+    filename, cwd, location = strings[0], strings[1], strings[2]
+    if not filename.startswith(b"/") or not cwd.startswith(b"/"):
+        raise WireError("filename and cwd must be absolute")
+    env = strings[3 + argc:]
+    if not all(map(bytes.__contains__, env, _EQUALS)):
+        raise WireError("environment entry without '='")
+    return SpawnRequest(filename, cwd, tuple(strings[3:3 + argc]), tuple(env),
+                        location.decode("utf-8", "surrogateescape"), max_runtime_ms, master_pid)
 
 
 class _Reader:
@@ -166,44 +199,9 @@ class _Reader:
     def unpack(self, st: struct.Struct) -> tuple:
         return st.unpack(self.take(st.size))
 
-    def strings(self, limit: int) -> list[bytes]:
-        (count,) = self.unpack(_U32)
-        if count > limit:
-            raise WireError("too many strings: %d" % count)
-        out = []
-        for _ in range(count):
-            (length,) = self.unpack(_U32)
-            item = self.take(length)
-            if b"\0" in item:
-                raise WireError("NUL byte in a string")
-            out.append(item)
-        return out
-
     def end(self) -> None:
         if self.pos != len(self.data):
             raise WireError("%d trailing bytes" % (len(self.data) - self.pos))
-
-
-def decode_spawn(payload: bytes) -> SpawnRequest:
-    r = _Reader(payload)
-    magic, max_runtime_ms, master_pid = r.unpack(_SPAWN_FIXED)
-    if magic != MAGIC:
-        raise WireError("bad magic %#x" % magic)
-    paths = r.strings(3)
-    if len(paths) != 3:
-        raise WireError("expected filename, cwd and location")
-    filename, cwd, location = paths
-    if not filename.startswith(b"/") or not cwd.startswith(b"/"):
-        raise WireError("filename and cwd must be absolute")
-    argv = r.strings(MAX_ARGS)
-    if not argv:
-        raise WireError("empty argv")
-    env = r.strings(MAX_ARGS)
-    if any(b"=" not in item for item in env):
-        raise WireError("environment entry without '='")
-    r.end()
-    return SpawnRequest(filename, cwd, tuple(argv), tuple(env),
-                        location.decode("utf-8", "surrogateescape"), max_runtime_ms, master_pid)
 
 
 def encode_started(pid: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import pytest
@@ -43,7 +44,7 @@ def test_spawn_round_trip():
 
 def test_spawn_payload_starts_with_magic():
     payload = wire.encode_spawn(REQ)[wire.HEADER.size:]
-    assert payload[:4] == b"CGI2"
+    assert payload[:4] == b"CGI3"
 
 
 def test_spawn_carries_the_location_and_no_limits():
@@ -151,13 +152,11 @@ def _spawn_payload(**change: object) -> bytes:
     """A SPAWN payload built field by field, with some fields replaced."""
     fields = dict(magic=wire.MAGIC, paths=[b"/x", b"/", b"/loc/"], argv=[b"/x"], env=[b"A=1"])
     fields.update(change)
-    fixed = struct.pack(">III", fields["magic"], 0, 1)
-
-    def strings(items: list[bytes]) -> bytes:
-        return struct.pack(">I", len(items)) + b"".join(struct.pack(">I", len(i)) + i for i in items)
-
-    return (fixed + strings(fields["paths"])  # type: ignore[arg-type]
-            + strings(fields["argv"]) + strings(fields["env"]))  # type: ignore[arg-type]
+    argc = fields.get("argc", len(fields["argv"]))  # type: ignore[arg-type]
+    envc = fields.get("envc", len(fields["env"]))  # type: ignore[arg-type]
+    fixed = struct.pack(">IIIII", fields["magic"], 0, 1, argc, envc)
+    strings = [*fields["paths"], *fields["argv"], *fields["env"]]  # type: ignore[misc]
+    return fixed + b"".join(s + b"\0" for s in strings)
 
 
 def test_spawn_builder_matches_encoder():
@@ -168,8 +167,9 @@ def test_spawn_builder_matches_encoder():
 @pytest.mark.parametrize("change, message", [
     (dict(magic=0x47455420), "magic"),
     (dict(magic=0x43474931), "magic"),  # "CGI1": a worker that still sends its limits
-    (dict(paths=[b"/x", b"/"]), "filename, cwd and location"),
-    (dict(paths=[b"/x", b"/", b"", b"/y"]), "too many"),
+    (dict(magic=0x43474932), "magic"),  # "CGI2": length-prefixed strings
+    (dict(paths=[b"/x", b"/"]), "make"),
+    (dict(paths=[b"/x", b"/", b"", b"/y"]), "make"),
     (dict(paths=[b"x", b"/", b""]), "absolute"),
     (dict(paths=[b"/x", b"rel", b""]), "absolute"),
     (dict(paths=[b"/x", b"/", b"/a\0b/"]), "NUL"),
@@ -178,25 +178,35 @@ def test_spawn_builder_matches_encoder():
     (dict(env=[b"NOEQUALS"]), "'='"),
     (dict(env=[b"A=1\0B=2"]), "NUL"),
     (dict(argv=[b"a"] * (wire.MAX_ARGS + 1)), "too many"),
+    (dict(argc=2), "make"),
+    (dict(envc=0), "make"),
 ])
 def test_decode_spawn_refusals(change, message):
     with pytest.raises(wire.WireError, match=message):
         wire.decode_spawn(_spawn_payload(**change))
 
 
-def test_decode_spawn_string_count_is_checked_before_reading():
-    # a count of 4 billion strings must be refused at once, not looped over
-    payload = _spawn_payload()
-    fixed = struct.calcsize(">III")
+def test_decode_spawn_string_counts_are_checked_before_splitting():
+    # counts of 4 billion strings are refused at once, whatever follows
+    payload = _spawn_payload(argc=0xFFFFFFFF)
     with pytest.raises(wire.WireError, match="too many"):
-        wire.decode_spawn(payload[:fixed] + struct.pack(">I", 0xFFFFFFFF))
+        wire.decode_spawn(payload)
+    with pytest.raises(wire.WireError, match="too many"):
+        wire.decode_spawn(_spawn_payload(envc=wire.MAX_ARGS + 1))
 
 
-def test_decode_spawn_string_length_past_end():
-    payload = _spawn_payload()
-    fixed = struct.calcsize(">III")
+def test_decode_spawn_strings_must_end_with_nul():
     with pytest.raises(wire.WireError, match="truncated"):
-        wire.decode_spawn(payload[:fixed] + struct.pack(">II", 2, 0xFFFFFFF0) + b"/x")
+        wire.decode_spawn(_spawn_payload()[:-1])
+    with pytest.raises(wire.WireError, match="truncated"):
+        wire.decode_spawn(_spawn_payload()[:10])
+
+
+def test_encode_spawn_refuses_a_nul_in_any_string():
+    for field, value in (("filename", b"/a\0b"), ("cwd", b"/\0"), ("argv", (b"x\0",)), ("env", (b"A=\0",)),
+                         ("location", "/l\0/")):
+        with pytest.raises(wire.WireError, match="NUL"):
+            wire.encode_spawn(dataclasses.replace(REQ, **{field: value}))
 
 
 def test_trailing_bytes_refused():
