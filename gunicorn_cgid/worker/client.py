@@ -11,6 +11,7 @@ each stream has its own, and EOF on stdout ends the response.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
 import select
@@ -66,24 +67,31 @@ def connect(path: str, retry_seconds: float = CONNECT_RETRY_SECONDS) -> socket.s
 
 def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0.0) -> ScriptChannel:
     """Spawn one script and return our ends; raises SpawnError, Busy or DaemonUnavailable."""
-    control = connect(path)
-    stdin_ours, stdin_theirs = socket.socketpair()
-    stdout_ours, stdout_theirs = socket.socketpair()
-    stderr_ours, stderr_theirs = socket.socketpair()
-    theirs = (stdin_theirs, stdout_theirs, stderr_theirs)
-    for sock in theirs:
-        # gevent makes its sockets O_NONBLOCK, a flag of the open file that
-        # travels with the descriptor: scripts expect blocking stdio.
-        os.set_blocking(sock.fileno(), True)
-    ours = (control, stdin_ours, stdout_ours, stderr_ours)
     try:
         data = wire.encode_spawn(request)
-        # The descriptors ride on a small first message; gevent's sendmsg may
-        # send part of a large one, so the rest goes with sendall.
-        first = data[:wire.HEADER.size]
+    except wire.WireError as exc:
+        raise CGIError("cannot pass the request for %s to exec: %s" % (os.fsdecode(request.filename), exc)) from None
+    control = connect(path)
+    cooperative = _cooperative()
+    pair = socket.socketpair if cooperative else _plain_socketpair
+    stdin_ours, stdin_theirs = pair()
+    stdout_ours, stdout_theirs = pair()
+    stderr_ours, stderr_theirs = pair()
+    theirs = (stdin_theirs, stdout_theirs, stderr_theirs)
+    if cooperative:
+        for sock in theirs:
+            # gevent makes its sockets O_NONBLOCK, a flag of the open file that
+            # travels with the descriptor: scripts expect blocking stdio.
+            os.set_blocking(sock.fileno(), True)
+    ours = (control, stdin_ours, stdout_ours, stderr_ours)
+    try:
+        # The descriptors ride on the first message; gevent's sendmsg may
+        # send part of a large one, so it carries only the frame header there.
+        first = data[:wire.HEADER.size] if cooperative else data
         sent = control.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                           _fd_array([s.fileno() for s in theirs]))])
-        control.sendall(data[sent:])
+        if sent < len(data):
+            control.sendall(data[sent:])
     except OSError as exc:
         _close(theirs + ours)
         raise DaemonUnavailable("cannot send request to cgi daemon: %s" % exc) from None
@@ -114,6 +122,21 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
             raise CGIError(failure.message, status=failure.errno if failure.errno in (403, 500) else 500)
         raise DaemonUnavailable("cgi daemon refused the request: %s" % failure.message)
     raise DaemonUnavailable("cgi daemon sent an unexpected frame %#x" % fr.kind)
+
+
+def _cooperative() -> bool:
+    """Whether ``socket`` is gevent's (monkey-patched): its sockets are non-blocking underneath."""
+    return socket.socketpair.__module__ != "socket"
+
+
+def _plain_socketpair() -> tuple[socket.socket, socket.socket]:
+    """A blocking socketpair without the standard library's wrapper.
+
+    ``socket.socketpair`` wraps each end in a ``socket.socket``, which costs
+    a getsockname per end; the worker needs only send, recv, shutdown and
+    close, which the bare sockets have.
+    """
+    return _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # type: ignore[return-value]
 
 
 def _read_frames(sock: socket.socket, decoder: wire.FrameDecoder, timeout: float) -> list[wire.Frame]:

@@ -222,10 +222,7 @@ class ScriptSession:
             self.body_head += data[:room]
 
     def _close_stdin(self) -> None:
-        try:
-            self.ch.stdin.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        # Only this process holds our end, so closing it is the script's EOF.
         self.ch.stdin.close()
 
     # -- output --------------------------------------------------------------
