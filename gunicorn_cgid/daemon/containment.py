@@ -13,8 +13,10 @@ and logged on one line:
   leaf ``d<pid>/daemon``, and puts every script in a cgroup of its own,
   ``d<pid>/s<n>``. Nothing can leave a cgroup without write access to an
   ancestor's ``cgroup.procs``, so ``cgroup.kill`` ends every process of the
-  script, whatever sessions or parents it has. The cgroup is removed once
-  empty.
+  script, whatever sessions or parents it has. Once empty, the cgroup goes
+  back to a pool of free ones for the next script (up to
+  ``FREE_CGROUPS``; the rest are removed), which saves its mkdir and rmdir
+  on every request.
 
   The script must be in its cgroup before it runs a single instruction, or
   it could fork out first. ``posix_spawn`` cannot place the child, so the
@@ -58,6 +60,7 @@ ENV_MODE = "GUNICORN_CGID_CONTAINMENT"
 MODES = ("auto", "pgroup", "cgroup")
 PGROUP_NAME = "process groups + subreaper sweep"
 CLEAR_TIMEOUT_SECONDS = 1.0
+FREE_CGROUPS = 64  # empty script cgroups kept for reuse
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -364,15 +367,19 @@ class Cgroups(ProcessGroups):
         self.home_fd = home_fd  # our leaf's cgroup.procs, opened once
         self.seq = 0
         self.name = "cgroup v2 at %s" % directory
-        self.cages: set[str] = set()
+        self.cages: set[str] = set()   # in use
+        self.free: list[str] = []      # empty, ready for the next script
 
     def spawn(self, start: Callable[[], int]) -> tuple[int, str | None]:
-        self.seq += 1
-        cage = "%s/s%d" % (self.dir, self.seq)
-        try:
-            os.mkdir(cage)
-        except OSError as exc:
-            raise ContainmentError("cannot create its cgroup %s: %s" % (cage, exc.strerror)) from None
+        if self.free:
+            cage = self.free.pop()
+        else:
+            self.seq += 1
+            cage = "%s/s%d" % (self.dir, self.seq)
+            try:
+                os.mkdir(cage)
+            except OSError as exc:
+                raise ContainmentError("cannot create its cgroup %s: %s" % (cage, exc.strerror)) from None
         try:
             _write(cage + "/cgroup.procs", b"0")
         except OSError as exc:
@@ -412,6 +419,12 @@ class Cgroups(ProcessGroups):
     def release(self, cage: str | None) -> bool:
         if not cage:
             return True
+        if len(self.free) < FREE_CGROUPS:
+            if cg_populated(cage):
+                return False  # a process is still dying
+            self.cages.discard(cage)
+            self.free.append(cage)
+            return True
         try:
             os.rmdir(cage)
         except FileNotFoundError:
@@ -424,6 +437,9 @@ class Cgroups(ProcessGroups):
         return True
 
     def finish(self) -> None:
+        for cage in self.free:
+            _rmdir(cage)
+        self.free.clear()
         for cage in list(self.cages):
             if cg_clear(cage):
                 self.cages.discard(cage)

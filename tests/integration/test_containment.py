@@ -120,7 +120,16 @@ def check_escape_is_contained(srv: Server, scratch: Path, mode: str) -> None:
     assert len(pids) == 2, pids  # sleep 42 in a session of its own, sleep 43 in another below it
     wait_until(lambda: not alive(pids), 2.0, interval=0.01, what="the escaped processes %s to be gone" % pids)
     if mode == "cgroup":
-        wait_until(lambda: not script_cgroups(srv.pid), 2.0, what="the script's cgroup to be removed")
+        # Emptied, and kept for the next script rather than removed.
+        wait_until(lambda: not any(containment.cg_populated(c) for c in script_cgroups(srv.pid)), 2.0,
+                   what="the script's cgroup to be empty")
+        kept = script_cgroups(srv.pid)
+        assert len(kept) == 1, kept
+        status, _, body = srv.get("/cgi-bin/escape-setsid.sh?%s" % (scratch / "escaped-reuse"))
+        assert status == 200, (status, body)
+        wait_until(lambda: not alive(read_pids(scratch / "escaped-reuse")), 2.0, interval=0.01,
+                   what="the escaped processes of the second request to be gone")
+        assert script_cgroups(srv.pid) == kept  # the same cgroup served the next script
 
     # A request in progress keeps what it started while other requests come and go...
     pids_file = scratch / "escaped-2"
