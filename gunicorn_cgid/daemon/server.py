@@ -23,7 +23,6 @@ descriptor limit accepts pause instead of spinning.
 from __future__ import annotations
 
 import array
-import dataclasses
 import errno
 import fcntl
 import os
@@ -714,9 +713,9 @@ class Daemon:
         loc = pol.locations.get(asked.location)
         if loc is None:  # a reload removed it while the request queued
             raise ValueError("its location %r is no longer configured" % asked.location)
-        req = dataclasses.replace(asked, max_runtime_ms=policy.max_runtime_ms(loc, asked.max_runtime_ms),
-                                  rlimit_cpu=pol.rlimit_cpu, rlimit_mem=pol.rlimit_mem,
-                                  rlimit_nproc=pol.rlimit_nproc)
+        req = wire.SpawnRequest(asked.filename, asked.cwd, asked.argv, asked.env, asked.location,
+                                policy.max_runtime_ms(loc, asked.max_runtime_ms), asked.master_pid,
+                                pol.rlimit_cpu, pol.rlimit_mem, pol.rlimit_nproc)
         fds = conn.fds
         run_as = self.accounts.get(asked.location)
         if run_as is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import grp
+import itertools
 import os
 import pwd
 import resource  # before privileges drop: the interpreter's files may not be readable after
@@ -61,6 +62,10 @@ _DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGINT
                     signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2)
 
 
+_EQUALS = itertools.repeat(b"=")
+_ONCE = itertools.repeat(1)
+
+
 def spawn_script(req: SpawnRequest, fds: list[int], run_as: suexec.RunAs | None = None,
                  env_keep: Collection[bytes] = ()) -> int:
     """Exec the script with ``fds`` as stdin, stdout and stderr; returns its pid.
@@ -78,10 +83,8 @@ def spawn_script(req: SpawnRequest, fds: list[int], run_as: suexec.RunAs | None 
     as suEXEC cleans it, keeping the names in ``env_keep`` (those the
     configuration sets). The caller has run ``suexec.check`` first.
     """
-    env: dict[bytes, bytes] = {}
-    for item in req.env:
-        name, _, value = item.partition(b"=")
-        env[name] = value
+    # posix_spawn takes a mapping (and joins it again): split in C, not in a loop.
+    env: dict[bytes, bytes] = dict(map(bytes.split, req.env, _EQUALS, _ONCE))  # type: ignore[arg-type]
     limits = _limits(req)
     if run_as is not None:
         if run_as.uid == 0 or run_as.gid == 0 or 0 in run_as.groups:
