@@ -1,12 +1,18 @@
 """The ScriptSock wire format: frames between a worker and the CGI daemon.
 
 Pure encoding and a push decoder (no sockets), shared by the worker and the
-daemon. One connection carries one script::
+daemon. A connection carries one script at a time::
 
     worker -> daemon   SPAWN  (+ SCM_RIGHTS: the script's stdin, stdout, stderr)
     daemon -> worker   STARTED pid  |  FAILED code errno message
     worker -> daemon   KILL reason               (optional)
     daemon -> worker   EXITED status, times, rusage
+    worker -> daemon   DONE                      (optional: the request is over)
+
+After DONE the connection waits for the worker's next SPAWN, so a worker
+keeps a few connections open instead of connecting for every request (the
+daemon's peer check runs once per connection). Closing the connection ends
+the request too. After FAILED the daemon closes the connection.
 
 Every frame is a 5-byte header and a payload::
 
@@ -38,6 +44,7 @@ MAGIC = 0x43474933  # "CGI3": a stray client, or a worker or daemon of another v
 
 SPAWN = ord("S")
 KILL = ord("K")
+DONE = ord("D")    # the request is over: what the script left is ended, the connection takes the next SPAWN
 STARTED = ord("P")
 FAILED = ord("F")
 EXITED = ord("X")
@@ -57,6 +64,7 @@ FAIL_BUSY = 2      # cgi_max_scripts reached and the queue wait ran out
 FAIL_REQUEST = 3   # the daemon refused the request frame
 FAIL_SHUTDOWN = 4  # the daemon is stopping
 FAIL_REFUSED = 5   # a check before exec refused the script (suEXEC): errno carries the HTTP status
+FAIL_RETRY = 6     # not started, and safe to send again on a new connection (a kept one, as the daemon stops)
 
 # EXITED / KILL reasons
 REASON_NONE = 0         # the script exited by itself
@@ -239,6 +247,9 @@ def decode_exited(payload: bytes) -> Exited:
     return Exited(*fields)
 
 
+DONE_FRAME = HEADER.pack(0, DONE)
+
+
 def encode_kill(reason: int = REASON_KILLED) -> bytes:
     return frame(KILL, _KILL.pack(reason))
 
@@ -288,7 +299,7 @@ class FrameDecoder:
 
 def request_decoder() -> FrameDecoder:
     """What the daemon accepts from a worker."""
-    return FrameDecoder(frozenset((SPAWN, KILL, PING)), MAX_REQUEST_FRAME_BYTES)
+    return FrameDecoder(frozenset((SPAWN, KILL, PING, DONE)), MAX_REQUEST_FRAME_BYTES)
 
 
 def reply_decoder() -> FrameDecoder:

@@ -106,6 +106,7 @@ def backoff_delay(deaths: int) -> float:
 # -- one connection in the daemon ----------------------------------------------
 
 class ConnState(enum.Enum):
+    IDLE = "idle"            # a worker's connection between its requests (after DONE): nothing sent yet
     READING = "reading"      # reading the SPAWN request and its descriptors
     QUEUED = "queued"        # waiting for a cgi_max_scripts slot
     RUNNING = "running"      # script running, worker connected
@@ -118,10 +119,15 @@ class ConnEvent(enum.Enum):
     QUEUE = "queue"    # no slot free
     SPAWN = "spawn"    # the script started
     REAP = "reap"      # the script's exit status was collected
-    CLOSE = "close"    # the worker's connection is closed (by either side)
+    READ = "read"      # the first bytes of a request arrived on an idle connection
+    CLOSE = "close"    # the worker's connection is closed (by either side), or its request is DONE
 
 
 _CONN_NEXT: dict[tuple[ConnState, ConnEvent], ConnState] = {
+    (ConnState.IDLE, ConnEvent.READ): ConnState.READING,
+    (ConnState.IDLE, ConnEvent.QUEUE): ConnState.QUEUED,
+    (ConnState.IDLE, ConnEvent.SPAWN): ConnState.RUNNING,
+    (ConnState.IDLE, ConnEvent.CLOSE): ConnState.DONE,
     (ConnState.READING, ConnEvent.QUEUE): ConnState.QUEUED,
     (ConnState.READING, ConnEvent.SPAWN): ConnState.RUNNING,
     (ConnState.QUEUED, ConnEvent.SPAWN): ConnState.RUNNING,

@@ -1,4 +1,4 @@
-"""The CGI daemon: accepts ScriptSock connections and spawns one script per connection.
+"""The CGI daemon: accepts ScriptSock connections and spawns one script at a time on each.
 
 Runs in the daemon process (a child of the supervisor). Single-threaded and
 never blocking: every connection is non-blocking with a deadline, so a peer
@@ -8,7 +8,10 @@ exit status and resource use on the script's own connection. When that
 connection closes, every process the script started is ended (see
 ``containment``: its cgroup, or its process group and a sweep of leftovers).
 
-Each connection's lifecycle is ``lifecycle.ConnState`` with one transition
+A worker keeps its connections: after a request's DONE, the connection
+waits (IDLE) for the next SPAWN, and the record of the request that ended
+lives on (``Conn``, one per request) until what its script left is gone.
+Each request's lifecycle is ``lifecycle.ConnState`` with one transition
 function; every deadline (request read, queue wait, cgi_max_runtime, kill
 grace, the stop) is a timer in one heap.
 
@@ -84,19 +87,25 @@ STALE_READING_SECONDS = 1.0     # out of descriptors: a connection still reading
 FD_MARGIN = 32                  # descriptors kept for the daemon's own use (listener, pipes, spawns, /proc)
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
-_CONNECTED = (ConnState.READING, ConnState.QUEUED, ConnState.RUNNING, ConnState.EXITED)
+_CONNECTED = (ConnState.IDLE, ConnState.READING, ConnState.QUEUED, ConnState.RUNNING, ConnState.EXITED)
+_TAKES_FDS = (ConnState.IDLE, ConnState.READING, ConnState.EXITED)  # EXITED: the next SPAWN's, glued to DONE
 _IN_PROGRESS = (ConnState.RUNNING, ConnState.EXITED)  # a script started and its worker still there
 
 
 class Conn:
-    """One worker connection: at most one script."""
+    """One request on a worker's connection: at most one script.
+
+    After the request's DONE its successor (IDLE) takes the socket and this
+    record keeps ``sock`` None while what the script left is ended.
+    """
 
     __slots__ = ("sock", "peer", "decoder", "fds", "req", "pid", "started", "born", "state",
                  "kill_reason", "deadline", "kill_timer", "cage", "leftovers", "release_delay", "counted",
                  "accepted")
 
-    def __init__(self, sock: socket.socket, peer: tuple[int, int, int]) -> None:
-        self.sock = sock
+    def __init__(self, sock: socket.socket, peer: tuple[int, int, int],
+                 state: ConnState = ConnState.READING) -> None:
+        self.sock: socket.socket | None = sock
         self.peer = peer
         self.decoder = wire.request_decoder()
         self.fds: list[int] = []
@@ -104,7 +113,7 @@ class Conn:
         self.pid = 0
         self.started = 0.0     # monotonic, for the wall time reported
         self.born = 0.0        # CLOCK_BOOTTIME just before the spawn, for the leftover sweep
-        self.state = ConnState.READING
+        self.state = state
         self.kill_reason = wire.REASON_NONE
         self.deadline: Timer | None = None    # read, queue or cgi_max_runtime deadline
         self.kill_timer: Timer | None = None  # SIGKILL after the grace
@@ -331,6 +340,11 @@ class Daemon:
         for conn in list(self.conns.values()):
             if conn.state is ConnState.EXITED and conn.leftovers:
                 self._end_script(conn)
+            elif conn.state is ConnState.IDLE:
+                # Its worker connects again for its next request and waits in
+                # the backlog for the next daemon; a SPAWN it may have sent
+                # already is answered as not started.
+                self._retry_elsewhere(conn)
 
     def _stop_deadline(self) -> None:
         for conn in self._scripts():
@@ -449,12 +463,21 @@ class Daemon:
             return
         sock.setblocking(False)
         conn = Conn(sock, peer)
-        self._bound_reading(peer[0])
         self.conns[sock.fileno()] = conn
-        self.reading[conn] = None
-        self.reading_by_peer.setdefault(peer[0], {})[conn] = None
         self.sel.register(sock, selectors.EVENT_READ, self._readable)
-        conn.deadline = self.timers.call_at(time.monotonic() + REQUEST_READ_SECONDS, self._read_timeout, conn)
+        self._reading(conn)
+
+    def _reading(self, conn: Conn) -> None:
+        """``conn`` starts sending a request: bounded in number and in time (REQUEST_READ_SECONDS)."""
+        if conn.state is ConnState.IDLE:
+            conn.advance(ConnEvent.READ)
+        conn.accepted = time.monotonic()
+        self._bound_reading(conn.peer[0])
+        if conn.sock is None or conn.sock.fileno() < 0:
+            return  # the bound dropped it (the oldest of its peer)
+        self.reading[conn] = None
+        self.reading_by_peer.setdefault(conn.peer[0], {})[conn] = None
+        conn.deadline = self.timers.call_at(conn.accepted + REQUEST_READ_SECONDS, self._read_timeout, conn)
 
     def _not_a_worker(self, sock: socket.socket, peer: tuple[int, int, int]) -> str:
         """Why the peer may not ask for scripts ("" when it is a worker of our master).
@@ -622,7 +645,7 @@ class Daemon:
             self._drop(conn, "more than %d file descriptors" % wire.SPAWN_FDS)
             return
         if received:
-            if conn.state is not ConnState.READING or conn.fds:
+            if conn.state not in _TAKES_FDS or conn.fds:
                 _close_all(received)
                 self._drop(conn, "file descriptors sent twice")
                 return
@@ -639,15 +662,22 @@ class Daemon:
         self._count_pending(conn)
         if self.pending_total > MAX_PENDING_BYTES and not self._bound_pending(conn):
             return
+        fd = sock.fileno()
         for fr in frames:
+            conn = self.conns.get(fd)  # a DONE hands the socket to the next request's record
+            if conn is None:
+                return
             if fr.kind == wire.SPAWN:
                 self._on_spawn(conn, fr.payload)
             elif fr.kind == wire.KILL:
                 self._on_kill(conn, fr.payload)
+            elif fr.kind == wire.DONE:
+                self._on_done(conn)
             elif fr.kind == wire.PING:
                 self._on_ping(conn)
-            if conn.sock.fileno() < 0:
-                return
+        conn = self.conns.get(fd)
+        if conn is not None and conn.state is ConnState.IDLE and (conn.decoder.pending or conn.fds):
+            self._reading(conn)  # a request is arriving: from now on it has the read deadline
 
     def _count_pending(self, conn: Conn) -> None:
         pending = conn.decoder.pending
@@ -673,13 +703,16 @@ class Daemon:
         return False
 
     def _on_spawn(self, conn: Conn, payload: bytes) -> None:
-        if conn.state is not ConnState.READING:
+        if conn.state is not ConnState.READING and conn.state is not ConnState.IDLE:
             self._drop(conn, "second SPAWN on one connection")
             return
         try:
             req = wire.decode_spawn(payload)
         except wire.WireError as exc:
             self._fail(conn, wire.FAIL_REQUEST, 0, "error reading request on cgid socket: %s" % exc)
+            return
+        if self.stopping is not None and conn.state is ConnState.IDLE:
+            self._retry_elsewhere(conn)  # a request on a kept connection that raced with the stop
             return
         if len(conn.fds) != wire.SPAWN_FDS:
             self._fail(conn, wire.FAIL_REQUEST, 0, "expected %d file descriptors, got %d"
@@ -785,6 +818,25 @@ class Daemon:
             return
         self._send(conn, wire.encode_pong(os.getpid()))
 
+    def _on_done(self, conn: Conn) -> None:
+        """The request is over: end what its script left, and let the connection take the next one."""
+        if conn.state is not ConnState.EXITED:
+            self._drop(conn, "DONE while the request is %s (only after its script's exit report)"
+                       % conn.state.value)
+            return
+        sock = conn.sock
+        assert sock is not None
+        successor = Conn(sock, conn.peer, ConnState.IDLE)
+        successor.decoder, successor.counted, successor.fds = conn.decoder, conn.counted, conn.fds
+        conn.fds, conn.counted, conn.sock = [], 0, None
+        self.conns[sock.fileno()] = successor
+        self._unread(conn)
+        self.timers.cancel(conn.deadline)
+        conn.deadline = None
+        conn.advance(ConnEvent.CLOSE)
+        self.sweep_due = True
+        self._ended(conn, ConnState.EXITED)
+
     def _closed_by_peer(self, conn: Conn) -> None:
         """The worker is gone (its request ended, or it died): end what is left of the request."""
         state = conn.state
@@ -800,8 +852,11 @@ class Daemon:
             log("error", "dropped ScriptSock connection from pid %d: closed in the middle of a request"
                 " (%d bytes, %d descriptors)", conn.peer[0], conn.decoder.pending, len(conn.fds))
         self._close(conn)
+        self._ended(conn, state)
+
+    def _ended(self, conn: Conn, state: ConnState) -> None:
+        """The request that was in ``state`` is over: what its exited script left is a leftover."""
         if state is ConnState.EXITED and conn.leftovers and self.containment.alive(self._group_of(conn), conn.cage):
-            # The script has exited; what is left of it is a leftover.
             if self._end_script(conn):
                 log("info", "killing processes left behind by CGI script %s", conn.describe())
         self._settle(conn)
@@ -993,7 +1048,7 @@ class Daemon:
 
     def _send(self, conn: Conn, data: bytes) -> None:
         try:
-            sent = conn.sock.send(data)
+            sent = conn.sock.send(data) if conn.sock is not None else -1
         except OSError:
             sent = -1
         if sent != len(data):
@@ -1005,7 +1060,21 @@ class Daemon:
     def _fail(self, conn: Conn, code: int, err: int, message: str, level: str = "") -> None:
         log(level or ("error" if code != wire.FAIL_BUSY else "warning"), "%s", message)
         try:
-            conn.sock.send(wire.encode_failed(code, err, message))
+            if conn.sock is not None:
+                conn.sock.send(wire.encode_failed(code, err, message))
+        except OSError:
+            pass
+        self._close(conn)
+
+    def _retry_elsewhere(self, conn: Conn) -> None:
+        """Close a kept connection, telling its worker that whatever it sent was not started.
+
+        The worker then sends it on a new connection, which waits in the
+        backlog for the next daemon: a stop loses no request.
+        """
+        try:
+            if conn.sock is not None:
+                conn.sock.send(wire.encode_failed(wire.FAIL_RETRY, 0, "the CGI daemon is stopping"))
         except OSError:
             pass
         self._close(conn)
@@ -1022,6 +1091,8 @@ class Daemon:
     def _close(self, conn: Conn) -> None:
         """Close the worker's connection (the CLOSE event); the script, if any, is the caller's."""
         conn.close_fds()
+        if conn.sock is None:
+            return  # its request was DONE: the socket is its successor's
         fd = conn.sock.fileno()
         if fd < 0:
             return

@@ -7,6 +7,17 @@ daemon with SCM_RIGHTS: request and response bytes never pass through the
 daemon. Deviation from Apache: mod_cgid puts stdin and stdout on one socket,
 so a script that closes stdout keeps the response open until it exits; here
 each stream has its own, and EOF on stdout ends the response.
+
+Connections are kept: when a request is over (its script's exit report
+read), the worker sends DONE and keeps the connection for a later request
+of any thread or greenlet, up to ``MAX_KEPT``. A kept connection whose
+daemon stopped or died reads as EOF and is dropped when taken. A request
+is sent once more, on a new connection that waits in the backlog for the
+next daemon, only when the daemon cannot have started it: the send
+failed, the daemon answered FAIL_RETRY (it is stopping), or it closed the
+connection with the request still unread (the kernel then reports a reset,
+not EOF). A clean EOF after the request was sent gets no second try: the
+daemon may have died after starting the script, which must not run twice.
 """
 
 from __future__ import annotations
@@ -24,6 +35,17 @@ from gunicorn_cgid.errors import Busy, CGIError, DaemonUnavailable, SpawnError
 
 CONNECT_RETRY_SECONDS = 5.0   # covers a daemon restart; the supervisor keeps the backlog
 REPLY_TIMEOUT_SECONDS = 30.0  # STARTED or FAILED, after any cgi_max_scripts queueing
+MAX_KEPT = 64                 # idle ScriptSock connections a worker keeps (per socket path)
+
+_kept: dict[str, list[socket.socket]] = {}  # list.append and list.pop are atomic: no lock
+
+
+class _Closed(DaemonUnavailable):
+    """The daemon closed the connection before any reply; ``unread``: without reading all we sent."""
+
+    def __init__(self, message: str, unread: bool) -> None:
+        super().__init__(message)
+        self.unread = unread
 
 
 @dataclass(eq=False)
@@ -36,13 +58,53 @@ class ScriptChannel:
     pid: int
     decoder: wire.FrameDecoder
     early: list[wire.Frame]  # frames that came with STARTED (a fast script's EXITED)
+    path: str = ""           # the ScriptSock, where a kept connection goes back
 
-    def close(self) -> None:
-        for sock in (self.stdin, self.stdout, self.stderr, self.control):
-            try:
-                sock.close()
-            except OSError:
-                pass
+    def close(self, keep: bool = False) -> None:
+        """Close the script's streams; the connection is kept for another request if ``keep``."""
+        _close((self.stdin, self.stdout, self.stderr))
+        if keep and self.path:
+            release(self.path, self.control)
+        else:
+            _close((self.control,))
+
+
+def release(path: str, control: socket.socket) -> None:
+    """Tell the daemon the request is over (DONE) and keep the connection, or close it."""
+    kept = _kept.setdefault(path, [])
+    if len(kept) >= MAX_KEPT:
+        _close((control,))
+        return
+    try:
+        control.sendall(wire.DONE_FRAME)
+    except OSError:
+        _close((control,))
+        return
+    kept.append(control)
+
+
+def _checkout(path: str) -> socket.socket:
+    """A kept connection that is still quiet, or a new one."""
+    kept = _kept.get(path)
+    while kept:
+        try:
+            sock = kept.pop()
+        except IndexError:  # another thread took the last one
+            break
+        if _quiet(sock):
+            return sock
+        _close((sock,))  # EOF: its daemon stopped or died
+    return connect(path)
+
+
+def _quiet(sock: socket.socket) -> bool:
+    """Nothing to read: a kept connection that is still open and was sent nothing since."""
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
+    except (OSError, ValueError):
+        return False
 
 
 def connect(path: str, retry_seconds: float = CONNECT_RETRY_SECONDS) -> socket.socket:
@@ -71,7 +133,6 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
         data = wire.encode_spawn(request)
     except wire.WireError as exc:
         raise CGIError("cannot pass the request for %s to exec: %s" % (os.fsdecode(request.filename), exc)) from None
-    control = connect(path)
     cooperative = _cooperative()
     pair = socket.socketpair if cooperative else _plain_socketpair
     stdin_ours, stdin_theirs = pair()
@@ -83,32 +144,23 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
             # gevent makes its sockets O_NONBLOCK, a flag of the open file that
             # travels with the descriptor: scripts expect blocking stdio.
             os.set_blocking(sock.fileno(), True)
-    ours = (control, stdin_ours, stdout_ours, stderr_ours)
+    streams = (stdin_ours, stdout_ours, stderr_ours)
     try:
-        # The descriptors ride on the first message; gevent's sendmsg may
-        # send part of a large one, so it carries only the frame header there.
-        first = data[:wire.HEADER.size] if cooperative else data
-        sent = control.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                          _fd_array([s.fileno() for s in theirs]))])
-        if sent < len(data):
-            control.sendall(data[sent:])
-    except OSError as exc:
-        _close(theirs + ours)
-        raise DaemonUnavailable("cannot send request to cgi daemon: %s" % exc) from None
-    _close(theirs)
-    decoder = wire.reply_decoder()
+        control, decoder, frames = _ask(path, data, theirs, cooperative, REPLY_TIMEOUT_SECONDS + queue_seconds)
+    except BaseException:
+        _close(streams)
+        raise
+    finally:
+        _close(theirs)
+    ours = (control, *streams)
     try:
-        frames = _read_frames(control, decoder, REPLY_TIMEOUT_SECONDS + queue_seconds)
         fr = frames[0]
         pid = wire.decode_started(fr.payload) if fr.kind == wire.STARTED else 0
     except wire.WireError as exc:
         _close(ours)
         raise DaemonUnavailable("garbage from cgi daemon: %s" % exc) from None
-    except BaseException:
-        _close(ours)
-        raise
     if fr.kind == wire.STARTED:
-        return ScriptChannel(control, stdin_ours, stdout_ours, stderr_ours, pid, decoder, frames[1:])
+        return ScriptChannel(control, stdin_ours, stdout_ours, stderr_ours, pid, decoder, frames[1:], path)
     _close(ours)
     if fr.kind == wire.FAILED:
         failure = wire.decode_failed(fr.payload)
@@ -122,6 +174,47 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
             raise CGIError(failure.message, status=failure.errno if failure.errno in (403, 500) else 500)
         raise DaemonUnavailable("cgi daemon refused the request: %s" % failure.message)
     raise DaemonUnavailable("cgi daemon sent an unexpected frame %#x" % fr.kind)
+
+
+def _ask(path: str, data: bytes, theirs: tuple[socket.socket, ...], cooperative: bool,
+         timeout: float) -> tuple[socket.socket, wire.FrameDecoder, list[wire.Frame]]:
+    """Send the SPAWN and its descriptors; the connection, its decoder and the first reply frames.
+
+    Once more on a new connection when the daemon cannot have started it
+    (see the module docstring).
+    """
+    control = _checkout(path)
+    tries = 2
+    while True:
+        tries -= 1
+        try:
+            # The descriptors ride on the first message; gevent's sendmsg may
+            # send part of a large one, so it carries only the frame header there.
+            first = data[:wire.HEADER.size] if cooperative else data
+            try:
+                sent = control.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                  _fd_array([s.fileno() for s in theirs]))])
+                if sent < len(data):
+                    control.sendall(data[sent:])
+            except OSError as exc:
+                raise _Closed("cannot send request to cgi daemon: %s" % exc, unread=True) from None
+            decoder = wire.reply_decoder()
+            try:
+                frames = _read_frames(control, decoder, timeout)
+                retry = frames[0].kind == wire.FAILED and wire.decode_failed(frames[0].payload).code == wire.FAIL_RETRY
+            except wire.WireError as exc:
+                raise DaemonUnavailable("garbage from cgi daemon: %s" % exc) from None
+            if not retry:
+                return control, decoder, frames
+            raise _Closed("cgi daemon is stopping and did not start the script", unread=True)
+        except _Closed as exc:
+            _close((control,))
+            if not exc.unread or not tries:
+                raise
+            control = connect(path)
+        except BaseException:
+            _close((control,))
+            raise
 
 
 def _cooperative() -> bool:
@@ -150,9 +243,14 @@ def _read_frames(sock: socket.socket, decoder: wire.FrameDecoder, timeout: float
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not poller.poll(int(remaining * 1000) + 1):
                 raise DaemonUnavailable("no reply from cgi daemon within %.0f s" % timeout)
-            data = sock.recv(4096)
+            try:
+                data = sock.recv(4096)
+            except ConnectionResetError:
+                # A Unix socket closed with data unread resets its peer: the
+                # daemon went away before reading the whole request.
+                raise _Closed("cgi daemon went away without reading the request", unread=True) from None
             if not data:
-                raise DaemonUnavailable("cgi daemon closed the connection before starting the script")
+                raise _Closed("cgi daemon closed the connection before starting the script", unread=False)
             frames = decoder.feed(data)
             if frames:
                 return frames

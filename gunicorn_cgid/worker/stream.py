@@ -271,8 +271,16 @@ class ScriptSession:
         return self.exited
 
     def close(self) -> None:
+        """Close the streams; keep the daemon connection when its request is cleanly over.
+
+        Kept only once the exit report is read and nothing else can write to
+        the connection: a body helper still running could send a KILL meant
+        for this script that would reach the connection's next one.
+        """
         self._flush_stderr()
-        self.ch.close()
+        helper = self.body_thread
+        self.ch.close(keep=self.exited is not None and self.control_open and not self.ch.decoder.pending
+                      and (helper is None or not helper.is_alive()))
 
     def read_for(self, seconds: float) -> bytes | None:
         """Like ``read()``, but gives up after ``seconds``: None when nothing came in time."""

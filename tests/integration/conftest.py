@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -102,6 +103,40 @@ def script_pids(srv: Server) -> list[int]:
         except OSError:
             pass
     return out
+
+
+_SS_LINE = re.compile(r"^u_str\s+\S+\s+\d+\s+\d+\s+\S+\s+(\d+)\s+\S+\s+(\d+)")
+
+
+def socket_inodes(pid: int) -> set[int]:
+    out = set()
+    for name in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, name))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(int(link[8:-1]))
+    return out
+
+
+def kept_connections(srv: Server, daemon: int) -> dict[int, int]:
+    """Worker pid -> the daemon connections it holds (kept between requests), from ``ss -x``."""
+    owner: dict[int, int] = {}
+    for pid in srv.worker_pids():
+        try:
+            owner.update(dict.fromkeys(socket_inodes(pid), pid))
+        except OSError:
+            pass
+    mine = socket_inodes(daemon)
+    listing = subprocess.run(["ss", "-xn"], capture_output=True, text=True, check=True).stdout
+    counts: dict[int, int] = {}
+    for line in listing.splitlines():
+        m = _SS_LINE.match(line)
+        if m and int(m.group(1)) in mine and int(m.group(2)) in owner:
+            worker = owner[int(m.group(2))]
+            counts[worker] = counts.get(worker, 0) + 1
+    return counts
 
 
 def processes_with_env_marker(marker: str) -> list[int]:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from gunicorn_cgid import wire
 
 from . import workerlike
-from .conftest import CGI_BIN, Server, descendants, pid_alive, wait_until
+from .conftest import CGI_BIN, Server, descendants, kept_connections, pid_alive, wait_until
 
 serve = workerlike.serve_fixture()
 
@@ -187,23 +187,29 @@ def socket_count(pid: int) -> int:
     return count
 
 
-def baseline(srv: Server) -> tuple[int, int]:
-    """(daemon pid, its fd count) once it is idle.
+def own_fds(srv: Server, daemon: int) -> int:
+    """The daemon's descriptors, less the connections the workers keep (their number varies with load)."""
+    return fd_count(daemon) - sum(kept_connections(srv, daemon).values())
 
-    The worker's connection of the request just served may still be open in
-    the daemon for a moment after the response reached us: wait until only
-    the daemon's own sockets are left.
+
+def baseline(srv: Server) -> tuple[int, int]:
+    """(daemon pid, its own fd count) once it is idle.
+
+    The worker's request just served may still be ending in the daemon for
+    a moment after the response reached us: wait until only the daemon's
+    own sockets, and the connections workers keep, are left.
     """
     assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
     daemon = srv.daemon_pid()
-    wait_until(lambda: socket_count(daemon) == IDLE_SOCKETS, 5, what="the daemon to hold no connection")
-    return daemon, fd_count(daemon)
+    wait_until(lambda: socket_count(daemon) - sum(kept_connections(srv, daemon).values()) == IDLE_SOCKETS, 5,
+               what="the daemon to hold no connection but the kept ones")
+    return daemon, own_fds(srv, daemon)
 
 
 def back_to_baseline(srv: Server, daemon: int, fds: int) -> None:
     assert srv.daemon_pid() == daemon, "the daemon was restarted: it crashed"
-    wait_until(lambda: fd_count(daemon) == fds, 5, what="the daemon's fd count back to %d (now %d)"
-               % (fds, fd_count(daemon)))
+    wait_until(lambda: own_fds(srv, daemon) == fds, 5, what="the daemon's fd count back to %d (now %d)"
+               % (fds, own_fds(srv, daemon)))
     assert "cgid daemon crashed" not in srv.log()
     assert "cgid daemon process died" not in srv.log()
 
@@ -431,6 +437,50 @@ def test_direct_kill_and_disconnect(serve):
         wait_until(lambda t=tree: not any(pid_alive(p) for p in t), 2, what="the %s script tree to go" % how)
         s.close()
         io.close()
+    back_to_baseline(srv, daemon, fds)
+
+
+def test_done_hands_the_connection_to_the_next_request(serve):
+    # A busy worker's DONE and its next SPAWN can arrive in one read, the
+    # next script's descriptors with them.
+    srv = serve("gthread")
+    daemon, fds = baseline(srv)
+    s, io = hand_over(srv, request(srv, "exit7.sh"))
+    io.ours[0].close()
+    first = read_frames(s, 2)
+    assert [f.kind for f in first] == [wire.STARTED, wire.EXITED]
+    io.close()
+    for _ in range(3):
+        nxt = Stdio()
+        data = request(srv, "exit7.sh")
+        s.sendmsg([wire.DONE_FRAME + data[:wire.HEADER.size]],
+                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", nxt.fds()).tobytes())])
+        s.sendall(data[wire.HEADER.size:])
+        nxt.handed_over()
+        nxt.ours[0].close()
+        frames = read_frames(s, 2)
+        assert [f.kind for f in frames] == [wire.STARTED, wire.EXITED]
+        assert wire.decode_started(frames[0].payload) != wire.decode_started(first[0].payload)
+        assert os.WEXITSTATUS(wire.decode_exited(frames[1].payload).wait_status) == 7
+        nxt.close()
+    s.sendall(wire.DONE_FRAME)
+    assert not dropped(s, 0.2)  # an idle connection is kept, with no read deadline running on it
+    s.close()
+    back_to_baseline(srv, daemon, fds)
+
+
+def test_done_before_the_exit_report_kills_the_script(serve):
+    srv = serve("gthread")
+    daemon, fds = baseline(srv)
+    s, io = hand_over(srv, request(srv, "sleep.sh", "30"))
+    (fr,) = read_frames(s)
+    tree = script_tree(wire.decode_started(fr.payload))
+    s.sendall(wire.DONE_FRAME)
+    log_has(srv, "dropped ScriptSock connection from pid %d: DONE while the request is running" % peer(srv))
+    wait_until(lambda: not any(pid_alive(p) for p in tree), 2, what="the script tree to be killed")
+    assert dropped(s)
+    s.close()
+    io.close()
     back_to_baseline(srv, daemon, fds)
 
 
