@@ -265,6 +265,13 @@ def to_wire(env: Mapping[str, str]) -> tuple[bytes, ...]:
     empty or holds "=", or text with no byte form (a lone surrogate that
     ``native`` did not produce).
     """
+    items = [name + "=" + value for name, value in env.items() if name and "=" not in name]
+    text = "\0".join(items)
+    if text.count("\0") == len(items) - 1:  # no entry holds a NUL: all in one encode
+        try:
+            return tuple(text.encode("utf-8", "surrogateescape").split(b"\0")) if items else ()
+        except UnicodeEncodeError:
+            pass
     out = []
     for name, value in env.items():
         if not name or "=" in name:

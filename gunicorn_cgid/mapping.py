@@ -54,6 +54,8 @@ def normalize_path(path: str) -> str:
         raise BadRequest("request path %r does not start with '/'" % path)
     if "\0" in path:
         raise NotFound("NUL byte in request path %r" % path)
+    if "/." not in path:
+        return path  # no "." or ".." segment: nothing to remove
     out: list[str] = []
     segments = path.split("/")[1:]
     for i, seg in enumerate(segments):

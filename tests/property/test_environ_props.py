@@ -142,3 +142,24 @@ def test_argv_never_carries_nul_and_respects_equals(query):
 def test_native_round_trips_bytes(raw):
     value = native(raw.decode("latin-1"))
     assert to_wire({"V": value}) == (() if b"\0" in raw else (b"V=" + raw,))
+
+
+def _to_wire_entry_by_entry(env: dict[str, str]) -> tuple[bytes, ...]:
+    out = []
+    for name, value in env.items():
+        if not name or "=" in name:
+            continue
+        try:
+            item = ("%s=%s" % (name, value)).encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            continue
+        if b"\0" not in item:
+            out.append(item)
+    return tuple(out)
+
+
+@given(st.dictionaries(st.text(max_size=6), st.text(max_size=8), max_size=8))
+def test_to_wire_in_one_piece_is_to_wire_entry_by_entry(env):
+    # Names and values with NUL, "=", lone surrogates: the one-encode path
+    # must drop exactly what the entry-by-entry one drops.
+    assert to_wire(env) == _to_wire_entry_by_entry(env)

@@ -351,3 +351,12 @@ def test_real_tree_without_search_permission(tree):
             real(tree, "/cgi-bin/sub/x.cgi")
     finally:
         locked.chmod(0o755)
+
+
+
+def test_normalize_path_without_dot_segments_is_the_path_itself():
+    # The fast path: adding a "." segment makes the walk run, and it must
+    # give back the same path (with the "." as an empty last segment).
+    for path in ("/", "//", "/a//b/", "/a.b/c", "/.hidden.", "/a/.b", "/a/b.", "/x..y/z", "/a/..b"):
+        assert normalize_path(path) == path
+        assert normalize_path(path + "/.") == path + "/", path
