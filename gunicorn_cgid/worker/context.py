@@ -10,17 +10,32 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gunicorn_cgid.worker.options import Options, build_options
-from gunicorn_cgid.worker.static import StaticFiles
+
+if TYPE_CHECKING:
+    from gunicorn_cgid.worker.static import StaticFiles
 
 
-@dataclass(frozen=True)
+@dataclass
 class WorkerContext:
     options: Options
     log: Any  # gunicorn's logger of this worker (statsd-capable when statsd_host is set)
-    files: StaticFiles  # static_alias directories and X-Sendfile answers
+    _files: StaticFiles | None = None
+
+    @property
+    def files(self) -> StaticFiles:
+        """The static_alias directories and X-Sendfile answers.
+
+        Made at the first use, or in ``install`` when the configuration has
+        either: the file server (servestatic, and the asyncio it imports)
+        costs a few MiB per worker that a server of scripts alone never needs.
+        """
+        if self._files is None:
+            from gunicorn_cgid.worker.static import StaticFiles
+            self._files = StaticFiles(self.options.static_aliases)
+        return self._files
 
 
 _current: WorkerContext | None = None
@@ -30,7 +45,10 @@ def install(cfg: Any, log: Any, sock_path: str) -> WorkerContext:
     """Called once in each worker, right after the fork."""
     global _current
     options = build_options(cfg, sock_path)
-    _current = WorkerContext(options, log, StaticFiles(options.static_aliases))
+    _current = WorkerContext(options, log)
+    sendfile = options.default.x_sendfile or any(loc.x_sendfile for loc in options.locations.values())
+    if options.static_aliases or sendfile:
+        _current.files  # noqa: B018 - made now, not during a request
     return _current
 
 
