@@ -344,15 +344,15 @@ class ScriptSession:
                 if data:
                     self.last_activity = time.monotonic()
                     out = data
-                else:
-                    self.stdout_open = False
+                # Hung up before the poll, and the read did not fill the
+                # buffer: that was all of it, no read for the EOF is needed.
+                self.stdout_open = bool(data) and not (ev & select.POLLHUP and len(data) < STDOUT_READ_BYTES)
             elif which == "stderr":
                 data = _recv(self.ch.stderr)
                 if data:
                     self.last_activity = time.monotonic()
                     self._on_stderr_bytes(data)
-                else:
-                    self.stderr_open = False
+                self.stderr_open = bool(data) and not (ev & select.POLLHUP and len(data) < READ_BYTES)
             elif which == "control":
                 self._read_control()
             elif which == "client":

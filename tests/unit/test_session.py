@@ -217,3 +217,31 @@ def test_a_stalled_upload_times_out_although_the_helper_wakes_up(daemon):
             s.read()
     finally:
         body.release.set()
+
+
+def test_output_of_a_script_that_already_hung_up_ends_without_another_read(daemon):
+    s = daemon.session()
+    s.send_body(None, 0)
+    daemon.stdout.sendall(b"Content-Type: text/plain\n\nhello")
+    daemon.stdout.close()
+    daemon.stderr.sendall(b"a line\n")
+    daemon.stderr.close()
+    assert s.read() == b"Content-Type: text/plain\n\nhello"
+    assert not s.stdout_open  # the hang-up came with the data: no read for the EOF
+    assert s.read() == b""
+
+
+def test_a_hang_up_after_a_full_buffer_still_reads_on(daemon):
+    # A read that fills the buffer may have left data behind: EOF is only
+    # taken from a short read.
+    from gunicorn_cgid.worker import stream
+    s = daemon.session()
+    s.send_body(None, 0)
+    payload = b"x" * (stream.STDOUT_READ_BYTES + 10)
+    writer = threading.Thread(target=lambda: (daemon.stdout.sendall(payload), daemon.stdout.close()))
+    writer.start()
+    got = b""
+    while chunk := s.read():
+        got += chunk
+    writer.join()
+    assert got == payload
