@@ -272,6 +272,11 @@ def to_wire(env: Mapping[str, str]) -> tuple[bytes, ...]:
             return tuple(text.encode("utf-8", "surrogateescape").split(b"\0")) if items else ()
         except UnicodeEncodeError:
             pass
+    return to_wire_each(env)
+
+
+def to_wire_each(env: Mapping[str, str]) -> tuple[bytes, ...]:
+    """``to_wire`` entry by entry: for an environment with an entry it must drop."""
     out = []
     for name, value in env.items():
         if not name or "=" in name:

@@ -17,6 +17,7 @@ import struct
 import threading
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -379,16 +380,20 @@ def test_bad_peers_are_dropped_and_nobody_notices(serve):
     back_to_baseline(srv, daemon, fds)
 
 
-def test_second_spawn_on_a_running_connection_kills_its_script(serve):
+@pytest.mark.parametrize("frame, why", [
+    ("spawn", "second SPAWN on one connection"),
+    ("done", "DONE while the request is running"),  # only after the exit report
+])
+def test_a_frame_out_of_turn_kills_the_running_script(serve, frame, why):
     srv = serve("gthread")
     daemon, fds = baseline(srv)
     s, io = hand_over(srv, request(srv, "sleep.sh", "30"))
     (fr,) = read_frames(s)
-    pid = wire.decode_started(fr.payload)
-    tree = script_tree(pid)
-    s.sendall(request(srv, "life-ok.sh"))
-    log_has(srv, "dropped ScriptSock connection from pid %d: second SPAWN on one connection" % peer(srv))
-    wait_until(lambda: not any(pid_alive(p) for p in tree), 2, what="the script tree to be killed")  # type: ignore
+    tree = script_tree(wire.decode_started(fr.payload))
+    s.sendall(request(srv, "life-ok.sh") if frame == "spawn" else wire.DONE_FRAME)
+    log_has(srv, "dropped ScriptSock connection from pid %d: %s" % (peer(srv), why))
+    wait_until(lambda: not any(pid_alive(p) for p in tree), 2, what="the script tree to be killed")
+    assert dropped(s)
     s.close()
     io.close()
     back_to_baseline(srv, daemon, fds)
@@ -466,21 +471,6 @@ def test_done_hands_the_connection_to_the_next_request(serve):
     s.sendall(wire.DONE_FRAME)
     assert not dropped(s, 0.2)  # an idle connection is kept, with no read deadline running on it
     s.close()
-    back_to_baseline(srv, daemon, fds)
-
-
-def test_done_before_the_exit_report_kills_the_script(serve):
-    srv = serve("gthread")
-    daemon, fds = baseline(srv)
-    s, io = hand_over(srv, request(srv, "sleep.sh", "30"))
-    (fr,) = read_frames(s)
-    tree = script_tree(wire.decode_started(fr.payload))
-    s.sendall(wire.DONE_FRAME)
-    log_has(srv, "dropped ScriptSock connection from pid %d: DONE while the request is running" % peer(srv))
-    wait_until(lambda: not any(pid_alive(p) for p in tree), 2, what="the script tree to be killed")
-    assert dropped(s)
-    s.close()
-    io.close()
     back_to_baseline(srv, daemon, fds)
 
 
