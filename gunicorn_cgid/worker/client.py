@@ -133,20 +133,14 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
         data = wire.encode_spawn(request)
     except wire.WireError as exc:
         raise CGIError("cannot pass the request for %s to exec: %s" % (os.fsdecode(request.filename), exc)) from None
-    cooperative = _cooperative()
-    pair = socket.socketpair if cooperative else _plain_socketpair
+    pair = _cooperative_socketpair if _cooperative() else _plain_socketpair
     stdin_ours, stdin_theirs = pair()
     stdout_ours, stdout_theirs = pair()
     stderr_ours, stderr_theirs = pair()
     theirs = (stdin_theirs, stdout_theirs, stderr_theirs)
-    if cooperative:
-        for sock in theirs:
-            # gevent makes its sockets O_NONBLOCK, a flag of the open file that
-            # travels with the descriptor: scripts expect blocking stdio.
-            os.set_blocking(sock.fileno(), True)
     streams = (stdin_ours, stdout_ours, stderr_ours)
     try:
-        control, decoder, frames = _ask(path, data, theirs, cooperative, REPLY_TIMEOUT_SECONDS + queue_seconds)
+        control, decoder, frames = _ask(path, data, theirs, REPLY_TIMEOUT_SECONDS + queue_seconds)
     except BaseException:
         _close(streams)
         raise
@@ -176,7 +170,7 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
     raise DaemonUnavailable("cgi daemon sent an unexpected frame %#x" % fr.kind)
 
 
-def _ask(path: str, data: bytes, theirs: tuple[socket.socket, ...], cooperative: bool,
+def _ask(path: str, data: bytes, theirs: tuple[socket.socket, ...],
          timeout: float) -> tuple[socket.socket, wire.FrameDecoder, list[wire.Frame]]:
     """Send the SPAWN and its descriptors; the connection, its decoder and the first reply frames.
 
@@ -188,11 +182,10 @@ def _ask(path: str, data: bytes, theirs: tuple[socket.socket, ...], cooperative:
     while True:
         tries -= 1
         try:
-            # The descriptors ride on the first message; gevent's sendmsg may
-            # send part of a large one, so it carries only the frame header there.
-            first = data[:wire.HEADER.size] if cooperative else data
+            # The descriptors ride with the first byte; a partial send (a
+            # full socket buffer) goes on without them.
             try:
-                sent = control.sendmsg([first], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                sent = control.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                                   _fd_array([s.fileno() for s in theirs]))])
                 if sent < len(data):
                     control.sendall(data[sent:])
@@ -230,6 +223,17 @@ def _plain_socketpair() -> tuple[socket.socket, socket.socket]:
     close, which the bare sockets have.
     """
     return _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)  # type: ignore[return-value]
+
+
+def _cooperative_socketpair() -> tuple[socket.socket, socket.socket]:
+    """Under gevent: our end cooperative, the script's a plain blocking one.
+
+    gevent makes its sockets O_NONBLOCK, a flag of the open file that would
+    travel with the descriptor, and scripts expect blocking stdio; so only
+    our end is wrapped (the far end is only passed on and closed).
+    """
+    ours, theirs = _socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, ours.detach()), theirs  # type: ignore[return-value]
 
 
 def _read_frames(sock: socket.socket, decoder: wire.FrameDecoder, timeout: float) -> list[wire.Frame]:
