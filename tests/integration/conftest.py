@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -122,6 +123,8 @@ def socket_inodes(pid: int) -> set[int]:
 
 def kept_connections(srv: Server, daemon: int) -> dict[int, int]:
     """Worker pid -> the daemon connections it holds (kept between requests), from ``ss -x``."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to tell the connections workers keep")
     owner: dict[int, int] = {}
     for pid in srv.worker_pids():
         try:
