@@ -10,7 +10,6 @@ The connections are made by a worker-like child of the master
 
 from __future__ import annotations
 
-import array
 import os
 import socket
 import struct
@@ -25,6 +24,7 @@ from gunicorn_cgid import wire
 
 from . import workerlike
 from .conftest import CGI_BIN, Server, descendants, kept_connections, pid_alive, wait_until
+from .workerlike import Stdio, read_frames, rights, send_with_fds
 
 serve = workerlike.serve_fixture()
 
@@ -69,17 +69,11 @@ def request(srv: Server, script: str, query: str = "", master_pid: int | None = 
     return data
 
 
-def send_with_fds(s: socket.socket, data: bytes, fds: list[int]) -> None:
-    s.sendmsg([data[:wire.HEADER.size]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())])
-    s.sendall(data[wire.HEADER.size:])
-
-
 def hand_over(srv: Server, data: bytes) -> tuple[socket.socket, Stdio]:
     """Connect and send one request frame with a fresh set of script stdio ends."""
-    io = Stdio()
+    io = Stdio(RECV_TIMEOUT)
     s = connect(srv)
-    send_with_fds(s, data, io.fds())
-    io.handed_over()
+    io.send(s, data)
     return s, io
 
 
@@ -87,39 +81,6 @@ def script_tree(pid: int) -> list[int]:
     """sleep.sh and its two sleeps, once all three exist."""
     return wait_until(lambda: (lambda t: t if len(t) >= 3 else None)([pid] + descendants(pid)), 5,
                       what="the script and its children")  # type: ignore[return-value]
-
-
-class Stdio:
-    """Three socketpairs: the script's ends travel to the daemon, ours stay here."""
-
-    def __init__(self) -> None:
-        pairs = [socket.socketpair() for _ in range(3)]
-        self.ours = [a for a, _ in pairs]
-        self.theirs = [b for _, b in pairs]
-        for s in self.ours:
-            s.settimeout(RECV_TIMEOUT)
-
-    def fds(self) -> list[int]:
-        return [s.fileno() for s in self.theirs]
-
-    def handed_over(self) -> None:
-        for s in self.theirs:
-            s.close()
-
-    def close(self) -> None:
-        for s in self.ours + self.theirs:
-            s.close()
-
-
-def read_frames(s: socket.socket, want: int = 1) -> list[wire.Frame]:
-    dec = wire.reply_decoder()
-    frames: list[wire.Frame] = []
-    while len(frames) < want:
-        data = s.recv(4096)
-        if not data:
-            break
-        frames += dec.feed(data)
-    return frames
 
 
 def dropped(s: socket.socket, timeout: float = RECV_TIMEOUT) -> bool:
@@ -252,9 +213,9 @@ def _truncated_then_close(srv: Server) -> str:
 
 def _truncated_with_fds_then_half_close(srv: Server) -> str:
     data = request(srv, "life-ok.sh")
-    io = Stdio()
+    io = Stdio(RECV_TIMEOUT)
     s = connect(srv)
-    s.sendmsg([data[:7]], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", io.fds()).tobytes())])
+    s.sendmsg([data[:7]], rights(io.fds()))
     io.handed_over()
     s.shutdown(socket.SHUT_WR)
     assert dropped(s)
@@ -295,11 +256,11 @@ def _too_many_fds(srv: Server) -> str:
 
 def _fds_twice(srv: Server) -> str:
     data = request(srv, "life-ok.sh")
-    io = Stdio()
+    io = Stdio(RECV_TIMEOUT)
     s = connect(srv)
-    rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", io.fds()).tobytes())]
-    s.sendmsg([data[:3]], rights)
-    s.sendmsg([data[3:6]], rights)
+    ancillary = rights(io.fds())
+    s.sendmsg([data[:3]], ancillary)
+    s.sendmsg([data[3:6]], ancillary)
     io.handed_over()
     assert dropped(s)
     s.close()
@@ -456,10 +417,10 @@ def test_done_hands_the_connection_to_the_next_request(serve):
     assert [f.kind for f in first] == [wire.STARTED, wire.EXITED]
     io.close()
     for _ in range(3):
-        nxt = Stdio()
+        nxt = Stdio(RECV_TIMEOUT)
         data = request(srv, "exit7.sh")
         s.sendmsg([wire.DONE_FRAME + data[:wire.HEADER.size]],
-                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", nxt.fds()).tobytes())])
+                  rights(nxt.fds()))
         s.sendall(data[wire.HEADER.size:])
         nxt.handed_over()
         nxt.ours[0].close()

@@ -36,6 +36,7 @@ from gunicorn_cgid import wire
 
 from . import workerlike
 from .conftest import CGI_BIN, Server, pid_alive, wait_until
+from .workerlike import Stdio, read_frames
 
 serve = workerlike.serve_fixture()
 
@@ -83,39 +84,6 @@ def spawn_frame(srv: Server, script: str, *args: str, location: str = "/cgi-bin/
         env=(b"CGID_TEST_MARKER=" + str(srv.root).encode(), b"PATH=/usr/bin:/bin",
              b"QUERY_STRING=" + "+".join(args).encode()),
         location=location, max_runtime_ms=max_runtime_ms, master_pid=srv.pid))
-
-
-class Stdio:
-    """The script's three socketpairs; our ends stay here."""
-
-    def __init__(self) -> None:
-        pairs = [socket.socketpair() for _ in range(3)]
-        self.ours = [a for a, _ in pairs]
-        self.theirs = [b for _, b in pairs]
-
-    def send(self, s: socket.socket, data: bytes) -> None:
-        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, b"".join(t.fileno().to_bytes(4, "little")
-                                                                  for t in self.theirs))]
-        s.sendmsg([data[:wire.HEADER.size]], rights)
-        s.sendall(data[wire.HEADER.size:])
-        for t in self.theirs:
-            t.close()
-
-    def close(self) -> None:
-        for sock in self.ours + self.theirs:
-            sock.close()
-
-
-def replies(s: socket.socket, want: int, timeout: float = 10.0) -> list[wire.Frame]:
-    dec = wire.reply_decoder()
-    frames: list[wire.Frame] = []
-    s.settimeout(timeout)
-    while len(frames) < want:
-        data = s.recv(4096)
-        if not data:
-            break
-        frames += dec.feed(data)
-    return frames
 
 
 # -- servers whose scripts run as nobody -------------------------------------------
@@ -305,7 +273,7 @@ def test_a_connection_from_outside_the_master_is_refused_and_logged_once(serve):
     # A worker's PING (the health endpoint's) still passes, and so does the worker-like broker's.
     s = workerlike.connect(srv)
     s.sendall(wire.frame(wire.PING))
-    assert replies(s, 1)[0].kind == wire.PONG
+    assert read_frames(s, 1, timeout=10.0)[0].kind == wire.PONG
     s.close()
     assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
 
@@ -383,7 +351,7 @@ def test_out_of_descriptors_the_daemon_pauses_instead_of_spinning(serve):
     daemon = srv.daemon_pid()
     holder, holder_io = workerlike.connect(srv), Stdio()
     holder_io.send(holder, spawn_frame(srv, "sleep.sh", "30"))
-    (started,) = replies(holder, 1)
+    (started,) = read_frames(holder, 1, timeout=10.0)
     assert started.kind == wire.STARTED
     queued: list[tuple[socket.socket, Stdio]] = []
     try:
@@ -402,7 +370,7 @@ def test_out_of_descriptors_the_daemon_pauses_instead_of_spinning(serve):
         paused_cpu = cpu_seconds(daemon) - cpu_from
         holder.sendall(wire.encode_kill(wire.REASON_KILLED))  # the slot frees: the queue drains
         for s, _io in queued:
-            assert [f.kind for f in replies(s, 2)] == [wire.STARTED, wire.EXITED]
+            assert [f.kind for f in read_frames(s, 2, timeout=10.0)] == [wire.STARTED, wire.EXITED]
         assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
     finally:
         for s, io in queued + [(holder, holder_io)]:
@@ -446,7 +414,7 @@ def run_direct(srv: Server, frame: bytes) -> tuple[wire.Exited, float]:
     began = time.monotonic()
     try:
         io.send(s, frame)
-        frames = replies(s, 2, timeout=20)
+        frames = read_frames(s, 2, timeout=20)
         assert [f.kind for f in frames] == [wire.STARTED, wire.EXITED], frames
         return wire.decode_exited(frames[1].payload), time.monotonic() - began
     finally:

@@ -16,11 +16,14 @@ and ``workerlike.connect(srv)`` in place of a plain connect.
 
 from __future__ import annotations
 
+import array
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from gunicorn_cgid import wire
 
 from . import conftest
 
@@ -115,3 +118,57 @@ def serve_fixture() -> Callable[..., object]:
         return serve
 
     return serve
+
+
+# -- speaking the wire format to the daemon ------------------------------------------
+
+def rights(fds: list[int]) -> list[tuple[int, int, bytes]]:
+    """The SCM_RIGHTS ancillary data that carries ``fds``."""
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+
+
+def send_with_fds(s: socket.socket, data: bytes, fds: list[int]) -> None:
+    """A request frame, its descriptors riding on the frame header (as a worker sends them)."""
+    s.sendmsg([data[:wire.HEADER.size]], rights(fds))
+    s.sendall(data[wire.HEADER.size:])
+
+
+class Stdio:
+    """Three socketpairs: the script's ends travel to the daemon, ours stay here."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        pairs = [socket.socketpair() for _ in range(3)]
+        self.ours = [a for a, _ in pairs]
+        self.theirs = [b for _, b in pairs]
+        for s in self.ours:
+            s.settimeout(timeout)
+
+    def fds(self) -> list[int]:
+        return [s.fileno() for s in self.theirs]
+
+    def handed_over(self) -> None:
+        for s in self.theirs:
+            s.close()
+
+    def send(self, s: socket.socket, data: bytes) -> None:
+        """Send a request frame with our script ends, then close our copies of them."""
+        send_with_fds(s, data, self.fds())
+        self.handed_over()
+
+    def close(self) -> None:
+        for s in self.ours + self.theirs:
+            s.close()
+
+
+def read_frames(s: socket.socket, want: int = 1, timeout: float | None = None) -> list[wire.Frame]:
+    """The daemon's next ``want`` frames (fewer if it closes); ``timeout`` bounds each read."""
+    if timeout is not None:
+        s.settimeout(timeout)
+    dec = wire.reply_decoder()
+    frames: list[wire.Frame] = []
+    while len(frames) < want:
+        data = s.recv(4096)
+        if not data:
+            break
+        frames += dec.feed(data)
+    return frames
