@@ -349,8 +349,11 @@ class ProcessGroups:
     def alive(self, pid: int, cage: str | None) -> bool:
         return pid > 1 and spawn.group_alive(pid)
 
-    def release(self, cage: str | None) -> bool:
-        """Free what the script's containment holds once it is empty; False: try again later."""
+    def release(self, cage: str | None, empty: bool = False) -> bool:
+        """Free what the script's containment holds once it is empty; False: try again later.
+
+        ``empty``: the caller has just found it empty (``alive``), so it is not read again.
+        """
         return True
 
     def finish(self) -> None:
@@ -416,11 +419,11 @@ class Cgroups(ProcessGroups):
     def alive(self, pid: int, cage: str | None) -> bool:
         return cg_populated(cage) if cage else False
 
-    def release(self, cage: str | None) -> bool:
+    def release(self, cage: str | None, empty: bool = False) -> bool:
         if not cage:
             return True
         if len(self.free) < FREE_CGROUPS:
-            if cg_populated(cage):
+            if not empty and cg_populated(cage):
                 return False  # a process is still dying
             self.cages.discard(cage)
             self.free.append(cage)

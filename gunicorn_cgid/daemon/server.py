@@ -472,9 +472,7 @@ class Daemon:
         if conn.state is ConnState.IDLE:
             conn.advance(ConnEvent.READ)
         conn.accepted = time.monotonic()
-        self._bound_reading(conn.peer[0])
-        if conn.sock is None or conn.sock.fileno() < 0:
-            return  # the bound dropped it (the oldest of its peer)
+        self._bound_reading(conn.peer[0])  # drops others: ``conn`` is not counted yet
         self.reading[conn] = None
         self.reading_by_peer.setdefault(conn.peer[0], {})[conn] = None
         conn.deadline = self.timers.call_at(conn.accepted + REQUEST_READ_SECONDS, self._read_timeout, conn)
@@ -953,8 +951,9 @@ class Daemon:
             )
             if conn.state is ConnState.EXITED:
                 self._send(conn, wire.encode_exited(info))
-                if conn.state is ConnState.EXITED and not conn.leftovers and self.containment.release(conn.cage):
-                    conn.cage = None  # empty: freed now, not when the worker leaves
+                if (conn.state is ConnState.EXITED and not conn.leftovers
+                        and self.containment.release(conn.cage, empty=True)):
+                    conn.cage = None  # empty (checked just above): freed now, not when the worker leaves
             else:
                 if conn.leftovers:
                     self._end_script(conn)
