@@ -267,9 +267,9 @@ def to_wire(env: Mapping[str, str]) -> tuple[bytes, ...]:
     """
     items = [name + "=" + value for name, value in env.items() if name and "=" not in name]
     text = "\0".join(items)
-    if text.count("\0") == len(items) - 1:  # no entry holds a NUL: all in one encode
+    if items and text.count("\0") == len(items) - 1:  # no entry holds a NUL: all in one encode
         try:
-            return tuple(text.encode("utf-8", "surrogateescape").split(b"\0")) if items else ()
+            return tuple(text.encode("utf-8", "surrogateescape").split(b"\0"))
         except UnicodeEncodeError:
             pass
     return to_wire_each(env)
