@@ -285,6 +285,17 @@ class Server:
         pids.update(processes_with_env_marker(str(self.root)))
         return sorted(pids)
 
+    def shut_down(self) -> list[str]:
+        """Stop the server and wait for every process it started; what was left behind (then killed)."""
+        self.stop()
+        try:
+            wait_until(lambda: not self.leftovers(), 5, what="processes of the server to exit")
+        except AssertionError:
+            left = self.leftovers()
+            self.kill_everything()
+            return ["left behind: %s" % left]
+        return []
+
     def kill_everything(self) -> None:
         for pid in self.leftovers():
             try:
@@ -308,12 +319,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory):
     yield start
     problems = []
     for server in servers:
-        server.stop()
-        try:
-            wait_until(lambda s=server: not s.leftovers(), 5, what="processes of the server to exit")
-        except AssertionError:
-            problems.append("left behind: %s" % server.leftovers())
-            server.kill_everything()
+        problems += server.shut_down()
         sock_dir = server.root / "run"
         if sock_dir.exists() and any(sock_dir.iterdir()):
             problems.append("socket not removed: %s" % list(sock_dir.iterdir()))

@@ -154,12 +154,7 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     yield start
     problems = []
     for server in servers:
-        server.stop()
-        try:
-            wait_until(lambda s=server: not s.leftovers(), 5, what="processes of the server to exit")
-        except AssertionError:
-            problems.append("left behind: %s" % server.leftovers())
-            server.kill_everything()
+        problems += server.shut_down()
         sock_dir = server.root / "run" / "cgid"
         if sock_dir.exists() and any(sock_dir.iterdir()):
             problems.append("socket not removed: %s" % list(sock_dir.iterdir()))

@@ -117,12 +117,7 @@ def public_server() -> Iterator:
     yield start
     problems = []
     for srv, root in made:
-        srv.stop()
-        try:
-            wait_until(lambda s=srv: not s.leftovers(), 5, what="processes of the server to exit")
-        except AssertionError:
-            problems.append("left behind: %s" % srv.leftovers())
-            srv.kill_everything()
+        problems += srv.shut_down()
         if list(root.rglob("cgisock.*")):
             problems.append("socket not removed: %s" % list(root.rglob("cgisock.*")))
         shutil.rmtree(root, ignore_errors=True)
