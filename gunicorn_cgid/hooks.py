@@ -27,6 +27,7 @@ from typing import Any
 from gunicorn_cgid import settings
 from gunicorn_cgid.daemon import policy
 from gunicorn_cgid.daemon.containment import ENV_MODE
+from gunicorn_cgid.daemon.spawn import ENV_SPAWN
 from gunicorn_cgid.mapping import make_aliases
 
 __all__ = ["on_starting", "on_reload", "post_fork", "pre_request", "on_exit", "pre_exec"]
@@ -348,7 +349,7 @@ def _child_env() -> dict[str, str]:
     # LISTEN_FDS...) reaches the daemon; scripts get theirs from the worker.
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": package_parent}
-    for name in ("LANG", "LC_ALL", "TZ", "PYTHONHASHSEED", ENV_MODE):
+    for name in ("LANG", "LC_ALL", "TZ", "PYTHONHASHSEED", ENV_MODE, ENV_SPAWN):
         if name in os.environ:
             env[name] = os.environ[name]
     return env

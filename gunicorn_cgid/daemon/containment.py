@@ -19,7 +19,9 @@ and logged on one line:
   on every request.
 
   The script must be in its cgroup before it runs a single instruction, or
-  it could fork out first. ``posix_spawn`` cannot place the child, so the
+  it could fork out first. The C spawn path (``spawn.JOINS_CGROUP``) has
+  the child write itself into its cgroup's ``cgroup.procs`` before its exec.
+  Without it, ``posix_spawn`` cannot place the child, so the
   single-threaded daemon moves *itself* into the script's cgroup, spawns (a
   child starts in its parent's cgroup), and moves back: nothing else runs
   in the daemon meanwhile, and the script is born inside. Measured cost
@@ -331,9 +333,13 @@ class ProcessGroups:
     name = PGROUP_NAME
     sweeps = True  # the daemon must look for leftovers among its children
 
-    def spawn(self, start: Callable[[], int]) -> tuple[int, str | None]:
-        """Start a script with ``start()``; returns its pid and its cage (None here)."""
-        return start(), None
+    def spawn(self, start: Callable[[int], int]) -> tuple[int, str | None]:
+        """Start a script with ``start(cgroup_fd)``; returns its pid and its cage (None here).
+
+        ``cgroup_fd``: the ``cgroup.procs`` the child writes itself into
+        before its exec (``spawn.JOINS_CGROUP``), or -1.
+        """
+        return start(-1), None
 
     # ``pid`` is the script's process group; 0 when that number can no
     # longer be trusted to be the script's (see Daemon._group_of).
@@ -373,7 +379,7 @@ class Cgroups(ProcessGroups):
         self.cages: set[str] = set()   # in use
         self.free: list[str] = []      # empty, ready for the next script
 
-    def spawn(self, start: Callable[[], int]) -> tuple[int, str | None]:
+    def spawn(self, start: Callable[[int], int]) -> tuple[int, str | None]:
         if self.free:
             cage = self.free.pop()
         else:
@@ -384,19 +390,32 @@ class Cgroups(ProcessGroups):
             except OSError as exc:
                 raise ContainmentError("cannot create its cgroup %s: %s" % (cage, exc.strerror)) from None
         try:
-            _write(cage + "/cgroup.procs", b"0")
-        except OSError as exc:
-            _rmdir(cage)
-            raise ContainmentError("cannot enter its cgroup %s: %s" % (cage, exc.strerror)) from None
-        try:
-            pid = start()
+            pid = self._start_in(cage, start)
         except BaseException:
-            self._go_home()
             _rmdir(cage)
             raise
-        self._go_home()
         self.cages.add(cage)
         return pid, cage
+
+    def _start_in(self, cage: str, start: Callable[[int], int]) -> int:
+        try:
+            if spawn.JOINS_CGROUP:
+                fd = os.open(cage + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+            else:
+                _write(cage + "/cgroup.procs", b"0")
+        except OSError as exc:
+            raise ContainmentError("cannot enter its cgroup %s: %s" % (cage, exc.strerror)) from None
+        if spawn.JOINS_CGROUP:
+            try:
+                return start(fd)
+            except spawn.CgroupJoinError as exc:
+                raise ContainmentError("cannot enter its cgroup %s: %s" % (cage, exc.strerror)) from None
+            finally:
+                os.close(fd)
+        try:
+            return start(-1)
+        finally:
+            self._go_home()
 
     def _go_home(self) -> None:
         try:

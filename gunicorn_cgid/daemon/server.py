@@ -736,7 +736,7 @@ class Daemon:
         else:
             self._spawn(conn)
 
-    def _launch(self, conn: Conn) -> tuple[wire.SpawnRequest, Callable[[], int]]:
+    def _launch(self, conn: Conn) -> tuple[wire.SpawnRequest, Callable[[int], int]]:
         """The request with the policy's limits in it, and how to start it; raises suexec.Refusal."""
         asked = conn.req
         assert asked is not None
@@ -750,13 +750,13 @@ class Daemon:
         fds = conn.fds
         run_as = self.accounts.get(asked.location)
         if run_as is None:
-            return req, lambda: spawn.spawn_script(req, fds)
+            return req, lambda cgroup_fd: spawn.spawn_script(req, fds, cgroup_fd=cgroup_fd)
         # suEXEC checks the script: for a configured interpreter, the file it is given.
         script = req.argv[1] if os.fsdecode(req.filename) in loc.interpreters and len(req.argv) > 1 \
             else req.filename
         suexec.check(run_as, script, os.fsencode(loc.root))
         keep = tuple(os.fsencode(name) for name in loc.env_keep)
-        return req, lambda: spawn.spawn_script(req, fds, run_as=run_as, env_keep=keep)
+        return req, lambda cgroup_fd: spawn.spawn_script(req, fds, run_as=run_as, env_keep=keep, cgroup_fd=cgroup_fd)
 
     def _spawn(self, conn: Conn) -> None:
         asked = conn.req

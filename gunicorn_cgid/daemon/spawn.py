@@ -3,14 +3,17 @@
 Runs in the daemon. A script is exec'd with no shell and no PATH search
 (Apache's ``APR_PROGRAM``), in a session of its own so that the whole tree it
 starts can be killed at once, with the worker's sockets as its stdio.
-``posix_spawn`` uses vfork, so a spawn never copies the daemon's address space.
 
-A script with rlimits, or one that runs as its location's user (``run_as``,
-see ``suexec``), is started by a fork instead: the child sets its groups,
-gid and uid, then the limits, then execs. posix_spawn cannot change ids, and
-changing the daemon's own real uid around a vfork would let that user signal
-the daemon meanwhile. The fork costs the daemon about 0.8 ms of CPU per
-script (measured on a 15 MB daemon), against 0.1 ms for posix_spawn.
+Two spawn paths. The C one (``_spawn``, built by ``pip install`` when a
+compiler is there) vforks with the GIL released and does in the child,
+before the exec, all that a script needs: its cgroup, its user's ids
+(``run_as``, see ``suexec``) and its rlimits. Without it, ``posix_spawn``
+(also a vfork) starts plain scripts, and a script with rlimits or another
+user is started by a fork: the child sets its groups, gid and uid, then the
+limits, then execs. posix_spawn cannot change ids, and changing the
+daemon's own real uid around a vfork would let that user signal the daemon
+meanwhile. That fork costs the daemon about 0.8 ms of CPU per script
+(measured on a 15 MB daemon), against 0.1 ms for a vfork.
 """
 
 from __future__ import annotations
@@ -25,9 +28,35 @@ import resource  # before privileges drop: the interpreter's files may not be re
 import signal
 import subprocess
 from collections.abc import Collection
+from typing import Any
 
 from gunicorn_cgid.daemon import suexec
 from gunicorn_cgid.wire import SpawnRequest
+
+# "posix" in the daemon's environment (from gunicorn's master): the pure-Python
+# path even where the C one is built.
+ENV_SPAWN = "GUNICORN_CGID_SPAWN"
+
+
+def _load_native() -> Any:
+    if os.environ.get(ENV_SPAWN, "auto").strip().lower() == "posix":
+        return None
+    try:
+        from gunicorn_cgid.daemon import _spawn
+    except ImportError:  # built without a compiler: os.posix_spawn, and a fork for limits and ids
+        return None
+    return _spawn
+
+
+_native = _load_native()
+# True: a script joins its cgroup itself, before its exec (``cgroup_fd``).
+JOINS_CGROUP = _native is not None
+PATH_NAME = "C vfork" if _native is not None else "posix_spawn (the C spawn path is %s)" % (
+    "turned off by %s=posix" % ENV_SPAWN if os.environ.get(ENV_SPAWN) else "not built")
+
+
+class CgroupJoinError(OSError):
+    """The child could not write itself into its cgroup."""
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -67,31 +96,34 @@ _ONCE = itertools.repeat(1)
 
 
 def spawn_script(req: SpawnRequest, fds: list[int], run_as: suexec.RunAs | None = None,
-                 env_keep: Collection[bytes] = ()) -> int:
+                 env_keep: Collection[bytes] = (), cgroup_fd: int = -1) -> int:
     """Exec the script with ``fds`` as stdin, stdout and stderr; returns its pid.
 
-    posix_spawn (vfork and exec in glibc) costs half the CPU of
-    ``subprocess.Popen``; it has no working-directory action in Python 3.11,
-    so the single-threaded daemon changes its own directory first. Every
-    descriptor of the daemon is close-on-exec. Raises ``OSError`` with the
-    exec's errno when the script cannot start (missing interpreter, not
+    Every descriptor of the daemon is close-on-exec. Raises ``OSError``
+    with the errno of the step that failed (missing interpreter, not
     executable, bad format, bad cwd, limits that cannot be set, ids that
-    cannot be taken).
+    cannot be taken) and ``CgroupJoinError`` when the child cannot enter
+    the cgroup whose ``cgroup.procs`` is ``cgroup_fd`` (only given when
+    ``JOINS_CGROUP``).
 
     ``run_as``: the child takes that user's groups, gid and uid, in that
     order, before the limits and the exec, and its environment is cleaned
     as suEXEC cleans it, keeping the names in ``env_keep`` (those the
     configuration sets). The caller has run ``suexec.check`` first.
     """
+    if run_as is not None and (run_as.uid == 0 or run_as.gid == 0 or 0 in run_as.groups):
+        raise OSError(errno.EPERM, "refusing to run a script as uid/gid 0")
+    if _native is not None:
+        return _spawn_native(req, fds, run_as, env_keep, cgroup_fd)
     # posix_spawn takes a mapping (and joins it again): split in C, not in a loop.
     env: dict[bytes, bytes] = dict(map(bytes.split, req.env, _EQUALS, _ONCE))  # type: ignore[arg-type]
     limits = _limits(req)
     if run_as is not None:
-        if run_as.uid == 0 or run_as.gid == 0 or 0 in run_as.groups:
-            raise OSError(errno.EPERM, "refusing to run a script as uid/gid 0")
         return _spawn_forked(req, fds, suexec.clean_env(env, env_keep), limits, run_as)
     if limits:
         return _spawn_forked(req, fds, env, limits, None)
+    # No working-directory action in Python 3.11's posix_spawn: the
+    # single-threaded daemon changes its own directory first.
     os.chdir(req.cwd)
     return os.posix_spawn(
         req.filename, list(req.argv), env,
@@ -99,6 +131,36 @@ def spawn_script(req: SpawnRequest, fds: list[int], run_as: suexec.RunAs | None 
                       (os.POSIX_SPAWN_DUP2, fds[2], 2)],
         setsid=True, setsigdef=_DEFAULT_SIGNALS, setsigmask=(),
     )
+
+
+def _spawn_native(req: SpawnRequest, fds: list[int], run_as: suexec.RunAs | None,
+                  env_keep: Collection[bytes], cgroup_fd: int) -> int:
+    env = req.env
+    uid = gid = -1
+    groups: tuple[int, ...] = ()
+    if run_as is not None:
+        cleaned = suexec.clean_env(dict(map(bytes.split, env, _EQUALS, _ONCE)), env_keep)  # type: ignore[arg-type]
+        env = tuple(map(b"=".join, cleaned.items()))
+        uid, gid, groups = run_as.uid, run_as.gid, tuple(run_as.groups)
+    pid, step, err = _native.spawn(req.filename, req.argv, env, req.cwd, (fds[0], fds[1], fds[2]), cgroup_fd,
+                                   tuple(_limits(req)), uid, gid, groups)
+    if pid:
+        return pid
+    if step == _native.STEP_CGROUP:
+        raise CgroupJoinError(err, os.strerror(err))
+    what = _STEPS.get(step)
+    if what is None:  # chdir, ids, exec: the errno says it, as from os.chdir and posix_spawn
+        raise OSError(err, os.strerror(err), os.fsdecode(req.cwd if step == _native.STEP_CHDIR else req.filename))
+    raise OSError(err, "%s: %s" % (what, os.strerror(err)))
+
+
+_STEPS = {} if _native is None else {
+    _native.STEP_CLONE: "cannot start a process",
+    _native.STEP_SIGNALS: "cannot reset its signals",
+    _native.STEP_SETSID: "cannot give it a session",
+    _native.STEP_STDIO: "cannot give it its stdin, stdout and stderr",
+    _native.STEP_LIMITS: "cannot apply cgi_rlimit_* limits",
+}
 
 
 def _limits(req: SpawnRequest) -> list[tuple[int, int]]:

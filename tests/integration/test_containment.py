@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_cgid.daemon import containment
+from gunicorn_cgid.daemon import containment, spawn
 
 from .conftest import CGI_BIN, Server, pid_alive, wait_until
 
@@ -155,6 +155,17 @@ def check_escape_is_contained(srv: Server, scratch: Path, mode: str) -> None:
 def test_setsid_escape_is_contained(serve, worker, mode, monkeypatch, tmp_path):
     mode_setup(mode, monkeypatch)
     srv = serve(worker, graceful_timeout=1)  # gthread waits that long for the held request at the stop
+    assert "spawn: %s" % spawn.PATH_NAME in error_log(srv)
+    check_escape_is_contained(srv, tmp_path, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_setsid_escape_is_contained_on_the_posix_spawn_path(serve, mode, monkeypatch, tmp_path):
+    """Without the C spawn path the daemon moves itself into each script's cgroup around posix_spawn."""
+    mode_setup(mode, monkeypatch)
+    monkeypatch.setenv(spawn.ENV_SPAWN, "posix")
+    srv = serve("gthread", graceful_timeout=1)
+    assert "spawn: posix_spawn (the C spawn path is turned off by GUNICORN_CGID_SPAWN=posix)" in error_log(srv)
     check_escape_is_contained(srv, tmp_path, mode)
 
 

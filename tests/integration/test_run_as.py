@@ -9,6 +9,7 @@ a system account for the test, removed afterwards).
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from gunicorn_cgid.daemon import server as daemon_server
+from gunicorn_cgid.daemon import spawn
 
 from .conftest import CGI_BIN, Server
 
@@ -85,6 +87,12 @@ def site(account: pwd.struct_passwd) -> Iterator[Path]:
 
 @pytest.fixture
 def server(site: Path, account: pwd.struct_passwd) -> Iterator[Server]:
+    with _server(site, account) as srv:
+        yield srv
+
+
+@contextlib.contextmanager
+def _server(site: Path, account: pwd.struct_passwd) -> Iterator[Server]:
     srv = Server(site, "gthread", {
         "user": "nobody", "group": "nogroup",
         "script_alias": {"/u/": {"path": str(site / "u") + "/", "user": account.pw_name},
@@ -149,6 +157,16 @@ def test_script_runs_as_its_locations_user(server, account):
     status, _, body = server.get("/w/runas-id.sh")
     assert status == 200
     assert "uid=65534" in body.decode()
+
+
+def test_script_runs_as_its_locations_user_on_the_posix_spawn_path(site, account, monkeypatch):
+    """Without the C spawn path, such a script is forked and takes its ids in the child, before its exec."""
+    monkeypatch.setenv(spawn.ENV_SPAWN, "posix")
+    with _server(site, account) as srv:
+        assert "spawn: posix_spawn" in srv.errorlog.read_text()
+        status, _, body = srv.get("/u/runas-id.sh")
+        assert status == 200, srv.log()
+        assert "uid=%d gid=%d" % (account.pw_uid, account.pw_gid) in body.decode()
 
 
 def test_script_cannot_reach_the_workers_the_daemon_or_the_scriptsock(server, account):

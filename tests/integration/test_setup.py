@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gunicorn_cgid.daemon import spawn
+
 from .conftest import CGI_BIN, Server, free_port, wait_until
 
 
@@ -168,7 +170,12 @@ def test_app_without_hooks_answers_503(tmp_path):
     assert "from gunicorn_cgid.hooks import *" in out
 
 
-def test_resource_limits_apply_to_scripts(serve):
+@pytest.mark.parametrize("spawn_path", ["c", "posix"])
+def test_resource_limits_apply_to_scripts(serve, spawn_path, monkeypatch):
+    if spawn_path == "c" and spawn._native is None:
+        pytest.skip("the C spawn path is not built here")
+    if spawn_path == "posix":  # a fork that sets them before the exec
+        monkeypatch.setenv(spawn.ENV_SPAWN, "posix")
     srv = serve("gthread", cgi_rlimit_cpu=7, cgi_rlimit_mem=512 * 1024 * 1024, cgi_rlimit_nproc=300)
     status, _, body = srv.get("/cgi-bin/limits.sh")
     assert status == 200

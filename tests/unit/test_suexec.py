@@ -567,7 +567,7 @@ SHOW = (b"/bin/sh", b"-c", b"echo ids=$(id -u) $(id -g) groups=$(id -G); grep ^C
 
 
 @needs_root
-def test_script_runs_as_its_user_with_no_capabilities_and_a_clean_environment():
+def test_script_runs_as_its_user_with_no_capabilities_and_a_clean_environment(spawn_path):
     run_as = RunAs(UID, GID, (GID, 5001), "cgi-test")
     out = _run_script(SHOW, run_as, env=(b"LD_PRELOAD=/tmp/evil.so", b"HTTP_HOST=h", b"KEEP_ME=1"))
     text = out.decode()
@@ -581,7 +581,7 @@ def test_script_runs_as_its_user_with_no_capabilities_and_a_clean_environment():
 
 
 @needs_root
-def test_script_as_its_user_with_limits():
+def test_script_as_its_user_with_limits(spawn_path):
     out = _run_script(SHOW, RunAs(UID, GID, (GID,), "cgi-test"), rlimit_cpu=7).decode()
     assert "ids=4242 4242" in out
     assert out.endswith("7\nexit=0")
@@ -589,13 +589,13 @@ def test_script_as_its_user_with_limits():
 
 
 @needs_root
-def test_without_run_as_scripts_run_as_the_daemon():
+def test_without_run_as_scripts_run_as_the_daemon(spawn_path):
     out = _run_script(SHOW, None, env=(b"LD_PRELOAD=", b"KEEP_ME=1"), keep_setid=False).decode()
     assert "ids=65534 65534" in out
     assert "LD_PRELOAD=" in out  # nothing is cleaned for the workers' own scripts
 
 
 @needs_root
-def test_spawn_refuses_root_even_if_asked():
+def test_spawn_refuses_root_even_if_asked(spawn_path):
     out = _run_script(SHOW, RunAs(0, 0, (0,), "root"))
     assert out.startswith(b"ERROR PermissionError") and b"uid/gid 0" in out
