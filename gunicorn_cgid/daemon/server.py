@@ -28,6 +28,7 @@ from __future__ import annotations
 import array
 import errno
 import fcntl
+import itertools
 import os
 import resource
 import selectors
@@ -83,6 +84,8 @@ MAX_READING_CAP = 1024          # connections still sending their request, in to
 MAX_PENDING_BYTES = 64 * 1024 * 1024  # partial frames held across all connections
 ACCEPT_BATCH = 64
 ACCEPT_BACKOFF_SECONDS = (0.01, 0.5)  # out of descriptors: accepts pause this long, doubling
+READ_BEFORE_DROP = 8            # at the bound, this many of the oldest are read before one is dropped
+READS_PER_REQUEST = 3           # recvmsg calls a whole request can take (header with descriptors, the rest)
 STALE_READING_SECONDS = 1.0     # out of descriptors: a connection still reading after this long makes room
 FD_MARGIN = 32                  # descriptors kept for the daemon's own use (listener, pipes, spawns, /proc)
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -548,14 +551,32 @@ class Daemon:
                 " (%d similar lines left out)" % suppressed if suppressed else "")
 
     def _bound_reading(self, pid: int) -> None:
-        """Room for one more connection still reading its request: drop the peer's oldest, or the oldest."""
+        """Room for one more connection still reading its request: drop the peer's oldest, or the oldest.
+
+        A burst of accepts can come before any of those connections was
+        read: the oldest few are read first, and only one whose request is
+        still incomplete is dropped.
+        """
         mine = self.reading_by_peer.get(pid)
-        if mine is not None and len(mine) >= self.max_reading_per_peer:
+        if mine is not None and len(mine) >= self.max_reading_per_peer and not self._read_oldest(mine,
+                                                                                           self.max_reading_per_peer):
             self._drop_quietly(next(iter(mine)), ("peer", pid), "pid %d has %d connections still sending"
                                " their request" % (pid, len(mine)))
-        if len(self.reading) >= self.max_reading:
+        if len(self.reading) >= self.max_reading and not self._read_oldest(self.reading, self.max_reading):
             self._drop_quietly(next(iter(self.reading)), "reading", "%d connections still sending their request"
                                % len(self.reading))
+
+    def _read_oldest(self, waiting: dict[Conn, None], limit: int) -> bool:
+        """Read the oldest few of ``waiting`` now; True once fewer than ``limit`` are left."""
+        for conn in list(itertools.islice(waiting, READ_BEFORE_DROP)):
+            # A read stops after the descriptors' segment: the frame's rest takes another.
+            for _ in range(READS_PER_REQUEST):
+                if conn not in waiting or conn.sock is None:
+                    break
+                self._readable(conn.sock)
+            if len(waiting) < limit:
+                return True
+        return False
 
     def _drop_quietly(self, conn: Conn, key: object, why: str) -> None:
         """Drop ``conn`` for a flood: logged once per burst, not once per connection."""

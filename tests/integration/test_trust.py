@@ -379,6 +379,30 @@ def test_out_of_descriptors_the_daemon_pauses_instead_of_spinning(serve):
     assert "Too many open files" not in log and "more than 3 file descriptors" not in log
 
 
+def test_a_burst_of_whole_requests_accepted_at_once_is_not_a_flood(serve):
+    """Connections accepted in one batch, each with its whole request sent: read, none dropped as a flood."""
+    with fd_limit(128):  # at most 8 connections still sending their request, per peer
+        srv = serve("gthread")
+    daemon = srv.daemon_pid()
+    conns: list[tuple[socket.socket, Stdio]] = []
+    os.kill(daemon, signal.SIGSTOP)  # the connections wait in the backlog, their requests sent
+    try:
+        for _ in range(20):
+            s, io = workerlike.connect(srv), Stdio()
+            io.send(s, spawn_frame(srv, "life-ok.sh"))
+            conns.append((s, io))
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+    try:
+        for s, _io in conns:
+            assert [f.kind for f in read_frames(s, 2, timeout=10.0)] == [wire.STARTED, wire.EXITED]
+    finally:
+        for s, io in conns:
+            s.close()
+            io.close()
+    assert "ScriptSock flood" not in srv.errorlog.read_text()
+
+
 def test_partial_frames_are_bounded_in_total(serve):
     srv = serve("gthread")
     daemon = srv.daemon_pid()
