@@ -4,8 +4,10 @@ Runs in the worker. Only sockets are used, and ``socket``/``time`` are looked
 up at call time, so under gevent every wait is cooperative. The script's
 stdin, stdout and stderr are three socketpairs whose far ends travel to the
 daemon with SCM_RIGHTS: request and response bytes never pass through the
-daemon. Deviation from Apache: mod_cgid puts stdin and stdout on one socket,
-so a script that closes stdout keeps the response open until it exits; here
+daemon. A request without a body gets the worker's own /dev/null as stdin
+instead of a socketpair: the script sees EOF at once either way.
+Deviation from Apache: mod_cgid puts stdin and stdout on one socket, so a
+script that closes stdout keeps the response open until it exits; here
 each stream has its own, and EOF on stdout ends the response.
 
 Connections are kept: when a request is over (its script's exit report
@@ -52,7 +54,7 @@ class _Closed(DaemonUnavailable):
 class ScriptChannel:
     """The worker's ends of one running script."""
     control: socket.socket
-    stdin: socket.socket
+    stdin: socket.socket | None  # None: the script's stdin is /dev/null (no body)
     stdout: socket.socket
     stderr: socket.socket
     pid: int
@@ -62,7 +64,7 @@ class ScriptChannel:
 
     def close(self, keep: bool = False) -> None:
         """Close the script's streams; the connection is kept for another request if ``keep``."""
-        _close((self.stdin, self.stdout, self.stderr))
+        _close((self.stdout, self.stderr) if self.stdin is None else (self.stdin, self.stdout, self.stderr))
         if keep and self.path:
             release(self.path, self.control)
         else:
@@ -127,20 +129,32 @@ def connect(path: str, retry_seconds: float = CONNECT_RETRY_SECONDS) -> socket.s
             raise DaemonUnavailable("unable to connect to cgi daemon at %r: %s" % (path, exc)) from None
 
 
-def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0.0) -> ScriptChannel:
-    """Spawn one script and return our ends; raises SpawnError, Busy or DaemonUnavailable."""
+def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0.0,
+                 body: bool = True) -> ScriptChannel:
+    """Spawn one script and return our ends; raises SpawnError, Busy or DaemonUnavailable.
+
+    ``body``: False when the request has none; the script's stdin is then
+    /dev/null, which saves a socketpair.
+    """
     try:
         data = wire.encode_spawn(request)
     except wire.WireError as exc:
         raise CGIError("cannot pass the request for %s to exec: %s" % (os.fsdecode(request.filename), exc)) from None
     pair = _cooperative_socketpair if _cooperative() else _plain_socketpair
-    stdin_ours, stdin_theirs = pair()
     stdout_ours, stdout_theirs = pair()
     stderr_ours, stderr_theirs = pair()
-    theirs = (stdin_theirs, stdout_theirs, stderr_theirs)
-    streams = (stdin_ours, stdout_ours, stderr_ours)
+    if body:
+        stdin_ours, stdin_theirs = pair()
+        theirs = (stdin_theirs, stdout_theirs, stderr_theirs)
+        streams = (stdin_ours, stdout_ours, stderr_ours)
+        fds = [stdin_theirs.fileno(), stdout_theirs.fileno(), stderr_theirs.fileno()]
+    else:
+        stdin_ours = None
+        theirs = (stdout_theirs, stderr_theirs)
+        streams = (stdout_ours, stderr_ours)
+        fds = [_null_fd(), stdout_theirs.fileno(), stderr_theirs.fileno()]
     try:
-        control, decoder, frames = _ask(path, data, theirs, REPLY_TIMEOUT_SECONDS + queue_seconds)
+        control, decoder, frames = _ask(path, data, fds, REPLY_TIMEOUT_SECONDS + queue_seconds)
     except BaseException:
         _close(streams)
         raise
@@ -170,7 +184,7 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
     raise DaemonUnavailable("cgi daemon sent an unexpected frame %#x" % fr.kind)
 
 
-def _ask(path: str, data: bytes, theirs: tuple[socket.socket, ...],
+def _ask(path: str, data: bytes, fds: list[int],
          timeout: float) -> tuple[socket.socket, wire.FrameDecoder, list[wire.Frame]]:
     """Send the SPAWN and its descriptors; the connection, its decoder and the first reply frames.
 
@@ -185,8 +199,7 @@ def _ask(path: str, data: bytes, theirs: tuple[socket.socket, ...],
             # The descriptors ride with the first byte; a partial send (a
             # full socket buffer) goes on without them.
             try:
-                sent = control.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
-                                                  _fd_array([s.fileno() for s in theirs]))])
+                sent = control.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _fd_array(fds))])
                 if sent < len(data):
                     control.sendall(data[sent:])
             except OSError as exc:
@@ -208,6 +221,25 @@ def _ask(path: str, data: bytes, theirs: tuple[socket.socket, ...],
         except BaseException:
             _close((control,))
             raise
+
+
+_null = -1
+
+
+def _null_fd() -> int:
+    """This process's /dev/null, opened once: the stdin of scripts whose request has no body.
+
+    Read-write, as a socketpair end would be. A worker forked from a
+    process that opened it inherits the same open file, which is as good.
+    """
+    global _null
+    if _null < 0:
+        fd = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        if _null < 0:
+            _null = fd
+        else:  # another thread opened it meanwhile
+            os.close(fd)
+    return _null
 
 
 def _cooperative() -> bool:

@@ -60,14 +60,16 @@ class ScriptRun:
         """Spawn through the daemon and start the body; raises a CGIError if it cannot."""
         opts = self.req.opts
         began = time.monotonic()
-        channel = start_script(opts.sock_path, request, opts.queue_timeout)
+        wsgi_input, length = self.req.body()
+        channel = start_script(opts.sock_path, request, opts.queue_timeout,
+                               body=length != 0 and wsgi_input is not None)
         metrics.spawned((time.monotonic() - began) * 1000)
         self.req.environ["cgi.pid"] = str(channel.pid)
         self.session = ScriptSession(
             channel, self.loc.timeout, self._stderr_line, self.req.environ.get("gunicorn.socket"),
             keep_body=opts.script_log_buffer if opts.script_log else 0,
             shared_client=self.req.shared_socket, body_limit=self.loc.limit_request_body)
-        self.session.send_body(*self.req.body())
+        self.session.send_body(wsgi_input, length)
 
     # -- read --------------------------------------------------------------------
 

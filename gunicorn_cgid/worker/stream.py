@@ -223,7 +223,8 @@ class ScriptSession:
 
     def _close_stdin(self) -> None:
         # Only this process holds our end, so closing it is the script's EOF.
-        self.ch.stdin.close()
+        if self.ch.stdin is not None:
+            self.ch.stdin.close()
 
     # -- output --------------------------------------------------------------
 

@@ -176,6 +176,17 @@ def test_script_starts_clean(serve, worker):
 
 
 @pytest.mark.parametrize("worker", ["gthread", "gevent"])
+def test_stdin_is_dev_null_without_a_body_and_a_socket_with_one(serve, worker):
+    """A request without a body costs no socketpair: its script reads EOF from /dev/null."""
+    srv = serve(worker)
+    assert srv.get("/cgi-bin/stdin.sh")[::2] == (200, b"character special file\n")
+    assert srv.request("POST", "/cgi-bin/stdin.sh", body=b"")[::2] == (200, b"character special file\n")
+    assert srv.request("POST", "/cgi-bin/stdin.sh", body=b"abc")[::2] == (200, b"socket\nabc")
+    for _ in range(3):  # the worker's /dev/null is reused, never closed by a request
+        assert srv.get("/cgi-bin/stdin.sh")[::2] == (200, b"character special file\n")
+
+
+@pytest.mark.parametrize("worker", ["gthread", "gevent"])
 def test_client_gone_after_a_large_body_kills_the_script(serve, worker):
     """Once a large body is read, a client that resets is noticed while the script is silent."""
     from .conftest import descendants, pid_alive, wait_until
