@@ -338,6 +338,25 @@ def test_1100_idle_connections_under_ulimit_1024(serve):
     assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
 
 
+def send_requests(srv: Server, count: int, into: list[tuple[socket.socket, Stdio]]) -> None:
+    """``count`` worker-like connections, each with a whole request for life-ok.sh sent, added to ``into``."""
+    for _ in range(count):
+        s, io = workerlike.connect(srv), Stdio()
+        into.append((s, io))
+        io.send(s, spawn_frame(srv, "life-ok.sh"))
+
+
+def assert_each_ran(sent: list[tuple[socket.socket, Stdio]]) -> None:
+    for s, _io in sent:
+        assert [f.kind for f in read_frames(s, 2, timeout=10.0)] == [wire.STARTED, wire.EXITED]
+
+
+def close_requests(sent: list[tuple[socket.socket, Stdio]]) -> None:
+    for s, io in sent:
+        s.close()
+        io.close()
+
+
 def test_out_of_descriptors_the_daemon_pauses_instead_of_spinning(serve):
     # Queued requests hold the script's three descriptors each: with one
     # script slot taken and a low limit, the daemon runs out of descriptors.
@@ -350,10 +369,7 @@ def test_out_of_descriptors_the_daemon_pauses_instead_of_spinning(serve):
     assert started.kind == wire.STARTED
     queued: list[tuple[socket.socket, Stdio]] = []
     try:
-        for _ in range(40):
-            s, io = workerlike.connect(srv), Stdio()
-            io.send(s, spawn_frame(srv, "life-ok.sh"))
-            queued.append((s, io))
+        send_requests(srv, 40, into=queued)
         try:
             wait_until(lambda: "pausing accepts" in srv.errorlog.read_text(), 10,
                        what="the daemon to reach its descriptor limit")
@@ -364,13 +380,10 @@ def test_out_of_descriptors_the_daemon_pauses_instead_of_spinning(serve):
         time.sleep(1.0)  # a measuring window, not a wait for anything
         paused_cpu = cpu_seconds(daemon) - cpu_from
         holder.sendall(wire.encode_kill(wire.REASON_KILLED))  # the slot frees: the queue drains
-        for s, _io in queued:
-            assert [f.kind for f in read_frames(s, 2, timeout=10.0)] == [wire.STARTED, wire.EXITED]
+        assert_each_ran(queued)
         assert srv.get("/cgi-bin/life-ok.sh")[0] == 200
     finally:
-        for s, io in queued + [(holder, holder_io)]:
-            s.close()
-            io.close()
+        close_requests(queued + [(holder, holder_io)])
     log = srv.errorlog.read_text()
     print("\nat the descriptor limit: daemon CPU %.3f s over 1 s paused" % paused_cpu)
     assert paused_cpu < 0.1
@@ -387,19 +400,13 @@ def test_a_burst_of_whole_requests_accepted_at_once_is_not_a_flood(serve):
     conns: list[tuple[socket.socket, Stdio]] = []
     os.kill(daemon, signal.SIGSTOP)  # the connections wait in the backlog, their requests sent
     try:
-        for _ in range(20):
-            s, io = workerlike.connect(srv), Stdio()
-            io.send(s, spawn_frame(srv, "life-ok.sh"))
-            conns.append((s, io))
+        send_requests(srv, 20, into=conns)
     finally:
         os.kill(daemon, signal.SIGCONT)
     try:
-        for s, _io in conns:
-            assert [f.kind for f in read_frames(s, 2, timeout=10.0)] == [wire.STARTED, wire.EXITED]
+        assert_each_ran(conns)
     finally:
-        for s, io in conns:
-            s.close()
-            io.close()
+        close_requests(conns)
     assert "ScriptSock flood" not in srv.errorlog.read_text()
 
 
