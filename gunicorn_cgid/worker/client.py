@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from gunicorn_cgid import wire
 from gunicorn_cgid.errors import Busy, CGIError, DaemonUnavailable, SpawnError
+from gunicorn_cgid.worker import readiness
 
 CONNECT_RETRY_SECONDS = 5.0   # covers a daemon restart; the supervisor keeps the backlog
 REPLY_TIMEOUT_SECONDS = 30.0  # STARTED or FAILED, after any cgi_max_scripts queueing
@@ -102,9 +103,7 @@ def _checkout(path: str) -> socket.socket:
 def _quiet(sock: socket.socket) -> bool:
     """Nothing to read: a kept connection that is still open and was sent nothing since."""
     try:
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return not poller.poll(0)
+        return not readiness.ready_now((sock.fileno(),), select.POLLIN)
     except (OSError, ValueError):
         return False
 

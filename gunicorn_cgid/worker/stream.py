@@ -1,7 +1,8 @@
 """Moving bytes between the client and a running script, with deadlines.
 
 Runs in the worker, identically under gthread and gevent: one ``select.poll``
-(gevent's own after monkey-patching, looked up at call time) over the script's
+(gevent's own after monkey-patching, looked up at call time, and asked only
+when nothing is ready yet: see ``readiness``) over the script's
 stdout, stderr and control socket, and the client's socket while nothing is
 left to read from it. The request body is written by a helper thread (a
 greenlet under gevent) unless it is small, so a script that writes megabytes
@@ -29,6 +30,7 @@ from gunicorn_cgid.errors import (
     RequestTimeout,
     ScriptTimeout,
 )
+from gunicorn_cgid.worker import readiness
 from gunicorn_cgid.worker.client import ScriptChannel
 
 # Script output is read in large steps (fewer trips through the WSGI server
@@ -44,6 +46,21 @@ BODY_WATCH_TICK_SECONDS = 0.25
 BODY_FINISH_SECONDS = 0.5     # for a body helper that read everything to finish
 _IN = select.POLLIN | select.POLLPRI
 _DONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def _wait(fds: dict[int, str], wait: float | None) -> list[tuple[int, int]]:
+    """poll() the descriptors for up to ``wait`` seconds (None: no limit).
+
+    Under gevent, what is ready already is taken without its watchers.
+    """
+    if readiness.cooperative():
+        events = readiness.ready_now(fds, _IN)
+        if events:
+            return events
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, _IN)
+    return poller.poll(None if wait is None else int(wait * 1000) + 1)
 
 
 class IdleTimeout(ScriptTimeout):
@@ -301,7 +318,6 @@ class ScriptSession:
 
     def _poll_once(self, want_stdout: bool, deadline: float | None = None,
                    wait_max: float | None = None) -> bytes:
-        poller = select.poll()
         fds: dict[int, str] = {}
         if want_stdout and self.stdout_open:
             fds[self.ch.stdout.fileno()] = "stdout"
@@ -314,8 +330,6 @@ class ScriptSession:
                 fds[self.client.fileno()] = "client"
             except OSError:
                 self.watch_client = False
-        for fd in fds:
-            poller.register(fd, _IN)
         now = time.monotonic()
         # The idle deadline counts from the last byte moved either way (stdout,
         # stderr, or request body into stdin), never from "now": wake-ups that
@@ -330,7 +344,7 @@ class ScriptSession:
             wait = BODY_WATCH_TICK_SECONDS if wait is None else min(wait, BODY_WATCH_TICK_SECONDS)
         if wait_max is not None:
             wait = wait_max if wait is None else min(wait, wait_max)
-        events = poller.poll(None if wait is None else int(wait * 1000) + 1)
+        events = _wait(fds, wait)
         if not events:
             if idle_deadline is not None and time.monotonic() >= idle_deadline:
                 if want_stdout and self.body_reading:
