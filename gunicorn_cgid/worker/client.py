@@ -139,11 +139,13 @@ def start_script(path: str, request: wire.SpawnRequest, queue_seconds: float = 0
         data = wire.encode_spawn(request)
     except wire.WireError as exc:
         raise CGIError("cannot pass the request for %s to exec: %s" % (os.fsdecode(request.filename), exc)) from None
-    pair = _cooperative_socketpair if _cooperative() else _plain_socketpair
-    stdout_ours, stdout_theirs = pair()
-    stderr_ours, stderr_theirs = pair()
+    # stdout and stderr are read only once poll() has found them readable, so
+    # a plain socket never blocks there, even under gevent; stdin is written
+    # to, and must wait cooperatively for a script that reads slowly.
+    stdout_ours, stdout_theirs = _plain_socketpair()
+    stderr_ours, stderr_theirs = _plain_socketpair()
     if body:
-        stdin_ours, stdin_theirs = pair()
+        stdin_ours, stdin_theirs = (_cooperative_socketpair if _cooperative() else _plain_socketpair)()
         theirs = (stdin_theirs, stdout_theirs, stderr_theirs)
         streams = (stdin_ours, stdout_ours, stderr_ours)
         fds = [stdin_theirs.fileno(), stdout_theirs.fileno(), stderr_theirs.fileno()]
