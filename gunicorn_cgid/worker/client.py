@@ -79,7 +79,11 @@ def release(path: str, control: socket.socket) -> None:
         _close((control,))
         return
     try:
-        control.sendall(wire.DONE_FRAME)
+        # An idle connection's buffer is empty: one send takes the five bytes
+        # (gevent's sendall would ask for SO_SNDBUF first).
+        sent = control.send(wire.DONE_FRAME)
+        if sent < len(wire.DONE_FRAME):
+            control.sendall(wire.DONE_FRAME[sent:])
     except OSError:
         _close((control,))
         return
