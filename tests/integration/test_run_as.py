@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pytest
 
-from gunicorn_cgid.daemon import server as daemon_server
 from gunicorn_cgid.daemon import spawn
 
 from .conftest import CGI_BIN, Server
@@ -33,9 +32,6 @@ pytestmark = [
                        " other users, and the test creates a system account"),
     pytest.mark.skipif(shutil.which("useradd") is None or shutil.which("userdel") is None,
                        reason="needs useradd and userdel (the passwd package) to create the test account"),
-    # Until the daemon applies a location's user (daemon/server.py passing run_as to spawn_script).
-    pytest.mark.skipif("run_as" not in Path(daemon_server.__file__).read_text(),
-                       reason="the daemon does not apply per-location users yet"),
 ]
 
 
