@@ -38,8 +38,12 @@ from gunicorn_cgid.wire import SpawnRequest
 ENV_SPAWN = "GUNICORN_CGID_SPAWN"
 
 
+def _turned_off() -> bool:
+    return os.environ.get(ENV_SPAWN, "auto").strip().lower() == "posix"
+
+
 def _load_native() -> Any:
-    if os.environ.get(ENV_SPAWN, "auto").strip().lower() == "posix":
+    if _turned_off():
         return None
     try:
         from gunicorn_cgid.daemon import _spawn
@@ -52,7 +56,7 @@ _native = _load_native()
 # True: a script joins its cgroup itself, before its exec (``cgroup_fd``).
 JOINS_CGROUP = _native is not None
 PATH_NAME = "C vfork" if _native is not None else "posix_spawn (the C spawn path is %s)" % (
-    "turned off by %s=posix" % ENV_SPAWN if os.environ.get(ENV_SPAWN) else "not built")
+    "turned off by %s=posix" % ENV_SPAWN if _turned_off() else "not built")
 
 
 class CgroupJoinError(OSError):
