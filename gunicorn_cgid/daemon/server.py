@@ -1079,12 +1079,7 @@ class Daemon:
 
     def _fail(self, conn: Conn, code: int, err: int, message: str, level: str = "") -> None:
         log(level or ("error" if code != wire.FAIL_BUSY else "warning"), "%s", message)
-        try:
-            if conn.sock is not None:
-                conn.sock.send(wire.encode_failed(code, err, message))
-        except OSError:
-            pass
-        self._close(conn)
+        self._answer_and_close(conn, wire.encode_failed(code, err, message))
 
     def _retry_elsewhere(self, conn: Conn) -> None:
         """Close a kept connection, telling its worker that whatever it sent was not started.
@@ -1092,9 +1087,13 @@ class Daemon:
         The worker then sends it on a new connection, which waits in the
         backlog for the next daemon: a stop loses no request.
         """
+        self._answer_and_close(conn, wire.encode_failed(wire.FAIL_RETRY, 0, "the CGI daemon is stopping"))
+
+    def _answer_and_close(self, conn: Conn, frame: bytes) -> None:
+        """Send a last frame if the socket takes it at once, then close."""
         try:
             if conn.sock is not None:
-                conn.sock.send(wire.encode_failed(wire.FAIL_RETRY, 0, "the CGI daemon is stopping"))
+                conn.sock.send(frame)
         except OSError:
             pass
         self._close(conn)
