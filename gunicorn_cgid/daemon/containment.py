@@ -19,7 +19,7 @@ and logged on one line:
   on every request.
 
   The script must be in its cgroup before it runs a single instruction, or
-  it could fork out first. The C spawn path (``spawn.JOINS_CGROUP``) has
+  it could fork out first. The C spawn path (``spawn.joins_cgroup()``) has
   the child write itself into its cgroup's ``cgroup.procs`` before its exec.
   Without it, ``posix_spawn`` cannot place the child, so the
   single-threaded daemon moves *itself* into the script's cgroup, spawns (a
@@ -337,7 +337,7 @@ class ProcessGroups:
         """Start a script with ``start(cgroup_fd)``; returns its pid and its cage (None here).
 
         ``cgroup_fd``: the ``cgroup.procs`` the child writes itself into
-        before its exec (``spawn.JOINS_CGROUP``), or -1.
+        before its exec (``spawn.joins_cgroup()``), or -1.
         """
         return start(-1), None
 
@@ -398,20 +398,23 @@ class Cgroups(ProcessGroups):
         return pid, cage
 
     def _start_in(self, cage: str, start: Callable[[int], int]) -> int:
-        try:
-            if spawn.JOINS_CGROUP:
-                fd = os.open(cage + "/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
-            else:
-                _write(cage + "/cgroup.procs", b"0")
-        except OSError as exc:
-            raise ContainmentError("cannot enter its cgroup %s: %s" % (cage, exc.strerror)) from None
-        if spawn.JOINS_CGROUP:
+        """The script born in ``cage``: it joins by itself (C path), or the daemon goes there to spawn it."""
+        procs = cage + "/cgroup.procs"
+        if spawn.joins_cgroup():
+            try:
+                fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise _cannot_enter(cage, exc) from None
             try:
                 return start(fd)
             except spawn.CgroupJoinError as exc:
-                raise ContainmentError("cannot enter its cgroup %s: %s" % (cage, exc.strerror)) from None
+                raise _cannot_enter(cage, exc) from None
             finally:
                 os.close(fd)
+        try:
+            _write(procs, b"0")
+        except OSError as exc:
+            raise _cannot_enter(cage, exc) from None
         try:
             return start(-1)
         finally:
@@ -465,6 +468,10 @@ class Cgroups(ProcessGroups):
         for cage in list(self.cages):
             if cg_clear(cage):
                 self.cages.discard(cage)
+
+
+def _cannot_enter(cage: str, exc: OSError) -> ContainmentError:
+    return ContainmentError("cannot enter its cgroup %s: %s" % (cage, exc.strerror))
 
 
 def _rmdir(path: str) -> None:

@@ -53,10 +53,19 @@ def _load_native() -> Any:
 
 
 _native = _load_native()
-# True: a script joins its cgroup itself, before its exec (``cgroup_fd``).
-JOINS_CGROUP = _native is not None
-PATH_NAME = "C vfork" if _native is not None else "posix_spawn (the C spawn path is %s)" % (
-    "turned off by %s=posix" % ENV_SPAWN if _turned_off() else "not built")
+
+
+def joins_cgroup() -> bool:
+    """Whether a script joins its cgroup itself, before its exec (``cgroup_fd``): the C path."""
+    return _native is not None
+
+
+def path_name() -> str:
+    """The spawn path, for the daemon's start-up line."""
+    if _native is not None:
+        return "C vfork"
+    return "posix_spawn (the C spawn path is %s)" % (
+        "turned off by %s=posix" % ENV_SPAWN if _turned_off() else "not built")
 
 
 class CgroupJoinError(OSError):
@@ -108,7 +117,7 @@ def spawn_script(req: SpawnRequest, fds: list[int], run_as: suexec.RunAs | None 
     executable, bad format, bad cwd, limits that cannot be set, ids that
     cannot be taken) and ``CgroupJoinError`` when the child cannot enter
     the cgroup whose ``cgroup.procs`` is ``cgroup_fd`` (only given when
-    ``JOINS_CGROUP``).
+    ``joins_cgroup()``).
 
     ``run_as``: the child takes that user's groups, gid and uid, in that
     order, before the limits and the exec, and its environment is cleaned

@@ -670,7 +670,7 @@ def run_daemon(sup: Supervisor, ready_w: int, policy_r: int = -1) -> int:
     daemon = Daemon(sup.listener, sup.master_pid, supervisor_pid=sup.pid, cage=cage,
                     on_orphaned=lambda: _remove_own_socket(sup), rules=sup.rules, policy_fd=policy_r)
     log("info", "containment: %s", cage.name)
-    log("info", "spawn: %s", spawn.PATH_NAME)
+    log("info", "spawn: %s", spawn.path_name())
     log("info", "cgid daemon %d serving %s as %s", os.getpid(), sup.path,
         spawn.describe_ids(os.geteuid(), os.getegid()))
     daemon.serve()

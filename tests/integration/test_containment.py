@@ -155,7 +155,7 @@ def check_escape_is_contained(srv: Server, scratch: Path, mode: str) -> None:
 def test_setsid_escape_is_contained(serve, worker, mode, monkeypatch, tmp_path):
     mode_setup(mode, monkeypatch)
     srv = serve(worker, graceful_timeout=1)  # gthread waits that long for the held request at the stop
-    assert "spawn: %s" % spawn.PATH_NAME in error_log(srv)
+    assert "spawn: %s" % spawn.path_name() in error_log(srv)
     check_escape_is_contained(srv, tmp_path, mode)
 
 
